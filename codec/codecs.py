@@ -1,0 +1,531 @@
+"""Composable codecs over a ``rans.Message``.
+
+A codec has ``push(msg, symbols)`` and ``pop(msg) -> symbols`` with its distribution bound at construction.
+Table codecs code flat int64 symbol arrays of a fixed length ``n``: ``start_freq`` is the single place where a
+codec's integer (start, freq) pairs come from, and ``lookup`` (used by pop) inverts it in the same integer
+arithmetic, so push and pop cannot disagree.  Parameters of the continuous families are snapped to fixed grids
+first; the snapped values are the only input to the integer CDFs (see ``codec.tables``).
+"""
+
+from statistics import NormalDist
+
+import numpy as np
+
+from codec import rans
+from codec.tables import FRAC_BITS, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp_table, normal_buckets
+
+class TableCodec:
+    """Base of codecs defined by integer (start, freq) at ``precision`` bits over ``alphabet`` symbols.
+
+    Subclasses set ``n``, ``alphabet``, ``precision`` and implement ``start_freq(symbols, idx)`` (for the
+    symbols at the slice ``idx`` of 0..n-1) and ``lookup(cf, idx) -> (symbols, start, freq)``.
+    """
+
+    def push(self, msg, symbols):
+        symbols = self._validate(symbols)
+        rans.push_with(msg, self.n, lambda idx: self.start_freq(symbols[idx], idx), self.precision)
+
+    def pop(self, msg):
+        return rans.pop(msg, self.n, self.lookup, self.precision)[0]
+
+    def _validate(self, symbols):
+        symbols = np.asarray(symbols)
+        if symbols.shape != (self.n,) or (self.n and symbols.dtype.kind not in "iu"):
+            raise ValueError(f"expected {self.n} integer symbols, got shape {symbols.shape} {symbols.dtype}")
+        if self.n and (symbols.min() < 0 or symbols.max() >= self.alphabet):
+            raise ValueError(f"symbols out of range 0..{self.alphabet - 1}")
+        return symbols.astype(np.int64, copy=False)
+
+
+class Uniform(TableCodec):
+    """n symbols uniform over 2^bits values, 1 <= bits <= 24."""
+
+    def __init__(self, n, bits):
+        rans._check_precision(bits)
+        self.n, self.alphabet, self.precision = n, 1 << bits, bits
+
+    def start_freq(self, symbols, idx=slice(None)):
+        return symbols, np.ones(symbols.size, dtype=np.int64)
+
+    def lookup(self, cf, idx):
+        return cf.astype(np.int64), cf, np.ones(cf.size, dtype=np.int64)
+
+
+class UniformCount(TableCodec):
+    """n symbols uniform over 0..count-1, count <= 2^24, at precision 24 (C(i) = floor(i 2^24 / count))."""
+
+    def __init__(self, n, count):
+        if not 1 <= count <= 1 << rans.MAX_PRECISION:
+            raise ValueError(f"count must be in 1..2^{rans.MAX_PRECISION}, got {count}")
+        self.n, self.alphabet, self.precision = n, count, rans.MAX_PRECISION
+
+    def start_freq(self, symbols, idx=slice(None)):
+        start = (symbols << self.precision) // self.alphabet
+        return start, ((symbols + 1) << self.precision) // self.alphabet - start
+
+    def lookup(self, cf, idx):
+        # the largest i with floor(i 2^p / count) <= cf
+        symbols = ((cf.astype(np.int64) + 1) * self.alphabet - 1) >> self.precision
+        return (symbols, *self.start_freq(symbols))
+
+
+def _bisect(cdf_at, cf, bits, top, one):
+    """Largest e < top with cdf_at(e) <= cf, found bit by bit (top <= 2^bits, C(0) = 0 <= cf < C(top) = one).
+
+    Returns (e, C(e), C(e + 1)).
+    """
+    e = np.zeros(cf.size, dtype=np.int64)
+    lo = np.zeros(cf.size, dtype=np.int64)
+    hi = np.full(cf.size, one, dtype=np.int64)
+    for b in range(bits - 1, -1, -1):
+        cand = e + (1 << b)
+        if top < 1 << bits:
+            np.minimum(cand, top, out=cand)
+        c = cdf_at(cand)
+        ok = c <= cf
+        e = np.where(ok, cand, e)
+        lo = np.where(ok, c, lo)
+        hi = np.where(ok, hi, c)
+    return e, lo, hi
+
+
+class Categorical(TableCodec):
+    """Symbols from an integer CDF table: shape (K+1,) shared by ``n`` symbols, or one row per symbol (n, K+1).
+
+    Every row must start at 0, end at 2^p (1 <= p <= 24) and increase strictly (every freq >= 1).
+    """
+
+    def __init__(self, cdf, n=None):
+        cdf = np.asarray(cdf)
+        if cdf.ndim not in (1, 2) or cdf.shape[-1] < 2 or cdf.dtype.kind not in "iu":
+            raise ValueError("cdf must be an integer array of shape (K+1,) or (n, K+1), K >= 1")
+        cdf = cdf.astype(np.int64)
+        total = int(cdf.flat[cdf.shape[-1] - 1]) if cdf.size else 1
+        self.precision = total.bit_length() - 1
+        if total != 1 << self.precision or not 1 <= self.precision <= rans.MAX_PRECISION:
+            raise ValueError(f"cdf must end at 2^p with 1 <= p <= {rans.MAX_PRECISION}, got {total}")
+        if np.any(cdf[..., 0] != 0) or np.any(cdf[..., -1] != total) or np.any(np.diff(cdf, axis=-1) <= 0):
+            raise ValueError("every cdf row must start at 0, end at 2^p and increase strictly")
+        if cdf.ndim == 2 and n not in (None, cdf.shape[0]):
+            raise ValueError(f"n={n} does not match the cdf's {cdf.shape[0]} rows")
+        if cdf.ndim == 1 and n is None:
+            raise ValueError("a shared cdf needs n")
+        self.cdf, self.n, self.alphabet = cdf, cdf.shape[0] if cdf.ndim == 2 else n, cdf.shape[-1] - 1
+
+    def _flat_index(self, symbols, idx):
+        rows = np.arange(*idx.indices(self.n))
+        return rows * (self.alphabet + 1) + symbols
+
+    def start_freq(self, symbols, idx=slice(None)):
+        if self.cdf.ndim == 1:
+            start = self.cdf.take(symbols)
+            return start, self.cdf.take(symbols + 1) - start
+        flat = self._flat_index(symbols, idx)
+        start = self.cdf.take(flat)
+        return start, self.cdf.take(flat + 1) - start
+
+    def lookup(self, cf, idx):
+        if self.cdf.ndim == 1:
+            symbols = np.searchsorted(self.cdf, cf.view(np.int64), side="right") - 1
+            return (symbols, *self.start_freq(symbols))
+        base = self._flat_index(0, idx)
+        cand_cdf = lambda cand: self.cdf.take(base + cand)  # noqa: E731
+        e, lo, hi = _bisect(cand_cdf, cf.view(np.int64), (self.alphabet - 1).bit_length(), self.alphabet, 1 << self.precision)
+        return e, lo, hi - lo
+
+
+def _params(x, shape=None):
+    """Distribution parameters as float64 (no copy when they already are), NaN rejected."""
+    x = np.asarray(x, dtype=np.float64)
+    if shape is not None:
+        x = x.reshape(shape)
+    if x.size and np.isnan(x.min()):
+        raise ValueError("distribution parameters must not be NaN")
+    return x
+
+
+def _snap(x, step, lo, hi):
+    """``x`` snapped to the nearest multiple of ``step`` (a power of two) in [lo, hi] (multiples of it)."""
+    x = np.clip(x, lo, hi)
+    x *= 1 / step
+    np.rint(x, out=x)
+    x *= step
+    return x
+
+
+def _grid_index(x, step, lo, hi):
+    """Index of ``x`` on the grid lo, lo + step, ..., hi (nearest point, clamped)."""
+    x = np.clip(x, lo, hi)
+    x -= lo
+    x *= 1 / step
+    np.rint(x, out=x)
+    return x.astype(np.int64)
+
+
+_SUB = rans.SUB_LANES  # lazy codecs evaluate C on (2, _SUB) int64 blocks, 125 KB: small temporaries (rans.SUB_LANES)
+_U_SCALE = 1 << (STEP_BITS + FRAC_BITS)  # IntCdf.scaled takes (t + radius) * 2^20
+_WINDOW = 16  # edges searched around a wrong pop guess before bisecting
+_OPEN = float(1 << 20)  # stands in for an infinite edge: beyond every table radius, yet |u| << 2^63
+
+
+class _LazyCdfCodec(TableCodec):
+    """A table codec whose integer CDF is evaluated only where needed, never tabulated.
+
+    Subclasses give ``_params(idx)``: a tuple of per-symbol arrays (first axis m) for the symbols at the slice
+    ``idx``, snapped to the codec's grids, and ``_cdf(e, params)``: C at int64 edges e of shape (..., m), with
+    C(0) = 0 and C(alphabet) = 2^precision.  Pop starts from a float guess ``_guess(cf, params)`` (it only
+    affects speed: it is checked against C), steps once towards cf where it is wrong and bisects what is left.
+    """
+
+    _sub = _SUB
+
+    def start_freq(self, symbols, idx=slice(None)):
+        return _join(self._start_freq, symbols, idx.indices(self.n)[0], self._sub, 2)
+
+    def lookup(self, cf, idx):
+        return _join(self._lookup, cf.view(np.int64), idx.start, self._sub, 3)
+
+    def _start_freq(self, symbols, idx):
+        edges = np.empty((2, symbols.size), dtype=np.int64)
+        edges[0] = symbols
+        np.add(symbols, 1, out=edges[1])
+        lo, hi = self._cdf(edges, self._params(idx))
+        hi -= lo
+        return lo, hi
+
+    def _lookup(self, cf, idx):
+        params = self._params(idx)
+        guess = self._guess(cf, params)
+        if guess is None:
+            sym, lo, hi = self._bisect(cf, params)
+        else:
+            edges = np.empty((2, cf.size), dtype=np.int64)
+            edges[0] = guess
+            np.add(guess, 1, out=edges[1])
+            lo, hi = self._cdf(edges, params)
+            sym = edges[0]
+            wrong = np.flatnonzero((lo > cf) | (hi <= cf))
+            if wrong.size:
+                sym[wrong], lo[wrong], hi[wrong] = self._near(cf[wrong], sym[wrong], tuple(p[wrong] for p in params))
+        hi -= lo
+        return sym, lo, hi
+
+    def _near(self, cf, guess, params):
+        """Search a window of edges around wrong guesses (they are mostly off by a few), then bisect."""
+        span = min(self.alphabet, _WINDOW)
+        base = np.clip(guess - span // 2 + 1, 0, self.alphabet - span)
+        c = self._cdf(base + np.arange(span + 1)[:, None], params)  # (span + 1, m)
+        k = np.count_nonzero(c <= cf, axis=0) - 1  # cf in [c[k], c[k + 1]) where 0 <= k < span
+        inside = np.flatnonzero((k >= 0) & (k < span))
+        out = np.empty((3, cf.size), dtype=np.int64)
+        out[:, inside] = base[inside] + k[inside], c[k[inside], inside], c[k[inside] + 1, inside]
+        outside = np.flatnonzero((k < 0) | (k >= span))
+        if outside.size:
+            out[:, outside] = self._bisect(cf[outside], tuple(p[outside] for p in params))
+        return out
+
+    def _bisect(self, cf, params):
+        return _bisect(lambda e: self._cdf(e, params), cf, self._bits, self.alphabet, 1 << self.precision)
+
+
+def _join(fn, values, start, block, k):
+    """fn(values[a:b], slice(start + a, start + b)) -> k-tuple of arrays, over blocks, joined field by field."""
+    parts = [
+        fn(values[a : a + block], slice(start + a, start + min(a + block, values.size)))
+        for a in range(0, values.size, block)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate([p[j] for p in parts]) if parts else np.empty(0, dtype=np.int64) for j in range(k))
+
+
+# logistic grids: mean in 1/64 of a level over [-64, 320], log scale (natural log, levels) in 1/32 over [-7, 6]
+MEAN_STEP, MEAN_RANGE = 1 / 64, (-64.0, 320.0)
+LOG_SCALE_STEP, LOG_SCALE_RANGE = 1 / 32, (-7.0, 6.0)
+LOGIT_STEP, LOGIT_SPAN = 1 / 64, 24.0  # mixture logits; components LOGIT_SPAN below the top get weight 0
+WEIGHT_BITS = 8  # integer mixture weights sum to 2^8
+LEVELS = 256
+# 2^20 / scale per log-scale grid index (an exact power-of-two multiple of the correctly rounded exp)
+_LOGISTIC_SLOPE = exp_table(-LOG_SCALE_RANGE[0], -LOG_SCALE_STEP, 417) * _U_SCALE
+_EXP_NEG = exp_table(0, -LOGIT_STEP, int(LOGIT_SPAN / LOGIT_STEP) + 1)  # exp(-j / 64)
+# lower bin edge e - 0.5 of level e; the outer bins are open
+_LEVEL_EDGES = np.concatenate([[-_OPEN], np.arange(1, LEVELS) - 0.5, [_OPEN]])
+
+
+def quantize_weights(logit_weights):
+    """Integer mixture weights (n, K) summing to 2^8 per row, from logits via a deterministic softmax."""
+    li = _grid_index(logit_weights, LOGIT_STEP, -1e6, 1e6)
+    delta = np.minimum(li.max(axis=1, keepdims=True) - li, _EXP_NEG.size - 1)
+    e = _EXP_NEG.take(delta)
+    total = e[:, 0].copy()
+    for k in range(1, e.shape[1]):  # fixed summation order
+        total += e[:, k]
+    w = np.floor(e * (1 << WEIGHT_BITS) / total[:, None]).astype(np.int64)
+    w[np.arange(w.shape[0]), w.argmax(axis=1)] += (1 << WEIGHT_BITS) - w.sum(axis=1)
+    return w
+
+
+class _LevelCodec(_LazyCdfCodec):
+    """Discretized logistics over the 256 pixel levels, bin edges at level -+ 1/2, open outer bins.
+
+    C(e) = floor(M(e) (2^p - 256) / 2^32) + e, M(e) in [0, 2^32] the model's integer CDF at edge e (0 at
+    e = 0, 2^32 at e = 256): every level keeps freq >= 1.  A logistic with snapped mean mu and scale s has
+    CDF ``LOGISTIC.scaled(u)`` at u = edge * (2^20 / s) - (mu 2^20 / s - 20 2^20): IEEE products and
+    differences of snapped values, the same in both directions.
+    """
+
+    alphabet, _bits = LEVELS, 8
+
+    def _setup(self, means, log_scales, precision):
+        if not 8 < precision <= rans.MAX_PRECISION:
+            raise ValueError(f"precision must be in 9..{rans.MAX_PRECISION}, got {precision}")
+        if means.shape != log_scales.shape:
+            raise ValueError("mean and log scale parameters differ in shape")
+        self.precision, self._means, self._log_scales, self.n = precision, means, log_scales, means.shape[0]
+
+    def _params(self, idx):
+        mean = _snap(self._means[idx], MEAN_STEP, *MEAN_RANGE)
+        slope = _LOGISTIC_SLOPE.take(_grid_index(self._log_scales[idx], LOG_SCALE_STEP, *LOG_SCALE_RANGE))
+        offset = mean * slope
+        offset -= LOGISTIC.radius * _U_SCALE
+        return slope, offset, mean
+
+    def _u(self, e, slope, offset):
+        """The ``LOGISTIC.scaled`` argument at edges e (..., m), params (m,) or (m, K)."""
+        edges = _LEVEL_EDGES.take(e, mode="clip")
+        if slope.ndim == 2:
+            edges = edges[..., None]
+        u = edges * slope
+        u -= offset
+        return u
+
+
+class Logistic(_LevelCodec):
+    """Discretized logistic over levels 0..255 with per-symbol ``mean`` and natural-log ``log_scale`` (n,)."""
+
+    def __init__(self, mean, log_scale, precision=16):
+        self._setup(_params(mean).ravel(), _params(log_scale).ravel(), precision)
+
+    def _cdf(self, e, params):
+        # a one-component mixture: M = 2^8 sigma_int, so floor(M X / 2^32) = floor(sigma_int X / 2^24)
+        c = LOGISTIC.scaled(self._u(e, *params[:2]))
+        c *= (1 << self.precision) - LEVELS
+        c >>= ONE_BITS
+        c += e
+        return c
+
+    def _guess(self, cf, params):
+        """Invert the float logistic: level = floor(mu + 1/2 + s logit(u)) at the mass fraction u of cf."""
+        slope, _, mean = params
+        u = cf - np.clip(mean, 0, LEVELS - 1)
+        u *= 1 / ((1 << self.precision) - LEVELS)
+        np.clip(u, 1e-12, 1 - 1e-12, out=u)
+        t = np.log(u / (1 - u))
+        t *= _U_SCALE
+        t /= slope
+        t += mean
+        t += 0.5
+        np.clip(t, 0, LEVELS - 1, out=t)
+        return t.astype(np.int64)
+
+
+class LogisticMixture(_LevelCodec):
+    """Mixture of discretized logistics over levels 0..255; parameters (n, K) (means, log scales, logits)."""
+
+    def __init__(self, means, log_scales, logit_weights, precision=16):
+        means = _params(means)
+        k = means.shape[-1]
+        self._setup(means.reshape(-1, k), _params(log_scales, (-1, k)), precision)
+        self._weights = quantize_weights(_params(logit_weights, (-1, k)))
+        if self._weights.shape != self._means.shape:
+            raise ValueError("logit_weights and means differ in shape")
+        self._sub = max(1, _SUB // k)
+
+    def _params(self, idx):
+        return *super()._params(idx), self._weights[idx]
+
+    def _cdf(self, e, params):
+        slope, offset, _, weights = params
+        c = LOGISTIC.scaled(self._u(e, slope, offset))
+        c *= weights
+        m = c.sum(axis=-1)
+        m *= (1 << self.precision) - LEVELS
+        m >>= ONE_BITS + WEIGHT_BITS
+        m += e
+        return m
+
+    def _guess(self, cf, params):
+        """No cheap inverse for a mixture: bisect."""
+        return None
+
+
+# Gaussian posterior grids: mean in 1/1024 over [-16, 16], log sigma in 1/64 over [-10, 3]
+POST_MEAN_STEP, POST_MEAN_RANGE = 1 / 1024, (-16.0, 16.0)
+POST_LOG_SIGMA_STEP, POST_LOG_SIGMA_RANGE = 1 / 64, (-10.0, 3.0)
+_GAUSS_SLOPE = exp_table(-POST_LOG_SIGMA_RANGE[0], -POST_LOG_SIGMA_STEP, 833) * _U_SCALE  # 2^20 / sigma
+
+
+class GaussianLatent:
+    """Latents on 2^bits buckets of equal mass under N(0, 1), 1 <= bits <= 12."""
+
+    def __init__(self, bits):
+        if not 1 <= bits <= 12:
+            raise ValueError(f"bits must be in 1..12, got {bits}")
+        self.bits = bits
+        self.edges, self._centres = normal_buckets(bits)
+        self._finite_edges = np.clip(self.edges, -_OPEN, _OPEN)
+
+    def prior(self, n):
+        """The N(0, 1) prior: uniform over the equal-mass buckets."""
+        return Uniform(n, self.bits)
+
+    def posterior(self, mu, sigma=None, precision=16, *, log_sigma=None):
+        """Diagonal Gaussian N(mu, sigma^2) over the buckets; give ``sigma`` or ``log_sigma``."""
+        if (sigma is None) == (log_sigma is None):
+            raise ValueError("give exactly one of sigma and log_sigma")
+        if log_sigma is None:
+            log_sigma = np.log(_params(sigma))
+        return GaussianPosterior(self, _params(mu).ravel(), _params(log_sigma).ravel(), precision)
+
+    def centres(self, buckets):
+        """Bucket centres Phi^-1((i + 1/2) / 2^bits) (float64), the values latents decode to."""
+        return self._centres.take(buckets)
+
+
+# standard normal quantiles at mass fractions (k + 1/2) / 4096, for the posterior's pop guess
+_GUESS_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 4096) for k in range(4096)])
+
+
+class GaussianPosterior(_LazyCdfCodec):
+    """N(mu, sigma^2) over the buckets of a ``GaussianLatent``:
+    C(i) = floor(Phi_int((e_i - mu) / sigma) (2^p - 2^b) / 2^24) + i, so every bucket keeps freq >= 1.
+
+    As for the logistic, Phi_int is ``NORMAL.scaled(u)`` at u = e_i * (2^20 / sigma) - (mu 2^20 / sigma - 8 2^20).
+    """
+
+    def __init__(self, latent, mu, log_sigma, precision):
+        if not latent.bits < precision <= rans.MAX_PRECISION:
+            raise ValueError(f"precision must be in {latent.bits + 1}..{rans.MAX_PRECISION}, got {precision}")
+        if mu.shape != log_sigma.shape:
+            raise ValueError("mu and sigma differ in size")
+        self.latent, self.precision, self._bits = latent, precision, latent.bits
+        self.alphabet, self.n, self._mu, self._log_sigma = 1 << latent.bits, mu.size, mu, log_sigma
+
+    def _params(self, idx):
+        mu = _snap(self._mu[idx], POST_MEAN_STEP, *POST_MEAN_RANGE)
+        slope = _GAUSS_SLOPE.take(_grid_index(self._log_sigma[idx], POST_LOG_SIGMA_STEP, *POST_LOG_SIGMA_RANGE))
+        offset = mu * slope
+        offset -= NORMAL.radius * _U_SCALE
+        return slope, offset, mu
+
+    def _cdf(self, i, params):
+        slope, offset, _ = params
+        u = self.latent._finite_edges.take(i)
+        u *= slope
+        u -= offset
+        c = NORMAL.scaled(u)
+        c *= (1 << self.precision) - self.alphabet
+        c >>= ONE_BITS
+        c += i
+        return c
+
+    def _guess(self, cf, params):
+        """The prior bucket of mu + sigma Phi^-1(u), u the mass fraction of cf below the guess's own floor
+        offset (C(i) - i), from float approximations; the second pass corrects the offset."""
+        slope, _, mu = params
+        bucket = 0
+        for _ in range(2):
+            frac = (cf - bucket) * (len(_GUESS_QUANTILES) / ((1 << self.precision) - self.alphabet))
+            q = _GUESS_QUANTILES.take(frac.astype(np.int64), mode="clip")
+            q *= _U_SCALE
+            q /= slope
+            q += mu
+            q += NORMAL.radius
+            q *= _U_SCALE  # IntCdf.scaled argument of the prior CDF at mu + sigma q
+            bucket = NORMAL.scaled(q)
+            bucket >>= ONE_BITS - self._bits
+            np.minimum(bucket, self.alphabet - 1, out=bucket)
+        return bucket
+
+
+class Parallel(TableCodec):
+    """Table codecs of one precision coded as a single core call over their concatenated symbols.
+
+    Symbols are a sequence of arrays, one per codec.
+    """
+
+    def __init__(self, codecs):
+        self.codecs = list(codecs)
+        precisions = {c.precision for c in self.codecs}
+        if len(precisions) != 1:
+            raise ValueError(f"Parallel needs codecs of one precision, got {sorted(precisions)}")
+        (self.precision,) = precisions
+        self._offsets = np.cumsum([0] + [c.n for c in self.codecs])
+        self.n = int(self._offsets[-1])
+
+    def _validate(self, symbols):
+        if len(symbols) != len(self.codecs):
+            raise ValueError(f"expected {len(self.codecs)} symbol arrays, got {len(symbols)}")
+        parts = [c._validate(s) for c, s in zip(self.codecs, symbols)]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+    def _parts(self, idx):
+        """(codec, local slice, position in idx) for each codec overlapping the slice ``idx``."""
+        lo, hi, _ = idx.indices(self.n)
+        first = np.searchsorted(self._offsets, lo, side="right") - 1
+        for j in range(first, len(self.codecs)):
+            a, b = max(lo, self._offsets[j]), min(hi, self._offsets[j + 1])
+            if a >= hi:
+                break
+            if a < b:
+                yield self.codecs[j], slice(a - self._offsets[j], b - self._offsets[j]), slice(a - lo, b - lo)
+
+    def start_freq(self, symbols, idx=slice(None)):
+        start, freq = np.empty(symbols.size, dtype=np.int64), np.empty(symbols.size, dtype=np.int64)
+        for codec, local, pos in self._parts(idx):
+            start[pos], freq[pos] = codec.start_freq(symbols[pos], local)
+        return start, freq
+
+    def lookup(self, cf, idx):
+        out = np.empty((3, cf.size), dtype=np.int64)
+        for codec, local, pos in self._parts(idx):
+            for row, part in zip(out, codec.lookup(cf[pos], local)):
+                row[pos] = part
+        return tuple(out)
+
+    def pop(self, msg):
+        return np.split(super().pop(msg), self._offsets[1:-1])
+
+
+class Serial:
+    """Codecs applied in sequence to a sequence of symbol groups; the first codec's group is popped first."""
+
+    def __init__(self, codecs):
+        self.codecs = list(codecs)
+
+    def push(self, msg, symbols):
+        if len(symbols) != len(self.codecs):
+            raise ValueError(f"expected {len(self.codecs)} symbol groups, got {len(symbols)}")
+        for codec, group in zip(reversed(self.codecs), reversed(list(symbols))):
+            codec.push(msg, group)
+
+    def pop(self, msg):
+        return [codec.pop(msg) for codec in self.codecs]
+
+
+class BBANS:
+    """Bits-back ANS: ``posterior(x)`` and ``likelihood(z)`` build codecs for z and x; ``prior`` codes z."""
+
+    def __init__(self, posterior, likelihood, prior):
+        self.posterior, self.likelihood, self.prior = posterior, likelihood, prior
+
+    def push(self, msg, x):
+        z = self.posterior(x).pop(msg)
+        self.likelihood(z).push(msg, x)
+        self.prior.push(msg, z)
+
+    def pop(self, msg):
+        z = self.prior.pop(msg)
+        x = self.likelihood(z).pop(msg)
+        self.posterior(x).push(msg, z)
+        return x

@@ -1,0 +1,216 @@
+"""The VAE: a latent z at stride 2^levels and a decoder over nested 2x2 sub-grids.
+
+Pixels are decoded in ``1 + 3 * levels`` stages (DESIGN.md §4). The first stage predicts the pixels on the
+coarsest grid (stride ``S = 2**levels``) from z alone. Each level then fills the grid of half its stride in three
+stages -- the diagonal phase (1,1), then (0,1), then (1,0) -- each conditioned on z and on every pixel decoded so
+far. Within a pixel the channels are ordered (R, G, B): the means of G depend linearly on R and those of B on R
+and G (PixelCNN++), so one network pass per stage gives the distribution of every subpixel of that stage.
+
+All networks run on space-to-depth views at the resolution of their stage, which keeps training and coding cheap.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PHASES = ((1, 1), (0, 1), (1, 0))   # order in which a level fills the three non-anchor phases of each 2x2 cell
+BIN = 1.0 / 255.0                   # half a level in the [-1, 1] pixel scale
+LOG_SCALE_MIN = -7.0                # lower clamp of the logistic log-scale, [-1, 1] scale (PixelCNN++)
+
+
+@dataclass(frozen=True)
+class Config:
+    channels: int = 3       # 1 (grayscale) or 3 (RGB)
+    levels: int = 2         # sub-grid levels; z and the first stage live at stride 2**levels
+    latent: int = 8         # latent channels
+    width: int = 64         # channels of the encoder and the z-feature network
+    stage_width: int = 48   # channels of each stage network
+    stage_blocks: int = 1   # residual blocks per stage network
+    mixtures: int = 5       # logistic mixture components per subpixel
+
+    @property
+    def stride(self) -> int:
+        return 2 ** self.levels
+
+    @property
+    def coefficients(self) -> int:
+        """Linear channel-dependence coefficients per mixture component (G|R, B|R, B|G)."""
+        return self.channels * (self.channels - 1) // 2
+
+    @property
+    def params_per_pixel(self) -> int:
+        return self.mixtures * (3 * self.channels + self.coefficients)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, h):
+        return h + self.conv2(F.relu(self.conv1(F.relu(h))))
+
+
+def _net(cin: int, width: int, cout: int, blocks: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), *[ResBlock(width) for _ in range(blocks)],
+                         nn.ReLU(), nn.Conv2d(width, cout, 1))
+
+
+@dataclass
+class Mixture:
+    """Per-subpixel discretized logistic mixture of one stage, before the channel dependence is applied.
+
+    Shapes: ``logit_weights``, ``means``, ``log_scales``: (B, K, C, h, w), means in the [-1, 1] pixel scale;
+    ``coefficients``: (B, K, C(C-1)/2, h, w), the weights of earlier channels in later channels' means.
+    """
+    logit_weights: torch.Tensor
+    means: torch.Tensor
+    log_scales: torch.Tensor
+    coefficients: torch.Tensor
+
+
+class VAE(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = c = config
+        s = c.stride
+        self.encoder = nn.Sequential(nn.Conv2d(c.channels * s * s, c.width, 3, padding=1), ResBlock(c.width),
+                                     ResBlock(c.width), nn.ReLU(), nn.Conv2d(c.width, 2 * c.latent, 1))
+        # z features at every stage resolution: stride S, S/2, ..., 2
+        self.z_features = nn.ModuleList()
+        self.z_features.append(_net(c.latent, c.width, c.stage_width, 1))
+        for _ in range(c.levels - 1):
+            self.z_features.append(nn.Sequential(nn.ReLU(), nn.Conv2d(c.stage_width, 4 * c.stage_width, 1),
+                                                 nn.PixelShuffle(2)))
+        p = c.params_per_pixel
+        self.stages = nn.ModuleList([_net(c.stage_width, c.stage_width, p, c.stage_blocks)])
+        for _ in range(c.levels):
+            for k in range(len(PHASES)):
+                cin = c.stage_width + c.channels * (1 + k)   # z features, the anchor grid, earlier phases
+                self.stages.append(_net(cin, c.stage_width, p, c.stage_blocks))
+
+    # ---- posterior and prior ------------------------------------------------------------------------------------
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log std of the diagonal Gaussian p(z|x); x is uint8-valued (B, C, H, W)."""
+        h = self.encoder(F.pixel_unshuffle(to_unit(x), self.config.stride))
+        mean, log_std = h.chunk(2, dim=1)
+        return mean, log_std.clamp(-8.0, 2.0)
+
+    def features(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Features of z for every stage resolution, coarsest first."""
+        hs = [self.z_features[0](z)]
+        for up in self.z_features[1:]:
+            hs.append(up(hs[-1]))
+        return hs
+
+    # ---- the stages -----------------------------------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return 1 + len(PHASES) * self.config.levels
+
+    def stage_grid(self, t: int) -> tuple[int, tuple[int, int]]:
+        """(stride, offset) of the pixels that stage t codes: pixels x[oy::stride, ox::stride]."""
+        s = self.config.stride
+        if t == 0:
+            return s, (0, 0)
+        level, k = divmod(t - 1, len(PHASES))
+        stride = s >> level
+        dy, dx = PHASES[k]
+        return stride, (dy * stride // 2, dx * stride // 2)
+
+    def stage_context(self, x: torch.Tensor, t: int) -> list[torch.Tensor]:
+        """The decoded sub-grids stage t sees (anchor grid, then earlier phases of its level), from full x."""
+        if t == 0:
+            return []
+        stride, _ = self.stage_grid(t)
+        k = (t - 1) % len(PHASES)
+        return [x[..., ::stride, ::stride]] + [x[..., dy * stride // 2::stride, dx * stride // 2::stride]
+                                               for dy, dx in PHASES[:k]]
+
+    def stage(self, t: int, features: list[torch.Tensor], context: list[torch.Tensor]) -> Mixture:
+        """Distribution of the pixels of stage t given z's features and the decoded sub-grids (uint8-valued)."""
+        level = 0 if t == 0 else (t - 1) // len(PHASES)
+        h = torch.cat([features[level]] + [to_unit(c) for c in context], dim=1)
+        return self._mixture(self.stages[t](h))
+
+    def _mixture(self, out: torch.Tensor) -> Mixture:
+        c = self.config
+        b, _, h, w = out.shape
+        out = out.view(b, c.mixtures, 3 * c.channels + c.coefficients, h, w)
+        ch = c.channels
+        return Mixture(logit_weights=out[:, :, :ch], means=out[:, :, ch:2 * ch],
+                       log_scales=out[:, :, 2 * ch:3 * ch].clamp(min=LOG_SCALE_MIN),
+                       coefficients=torch.tanh(out[:, :, 3 * ch:]))
+
+    # ---- training objective ---------------------------------------------------------------------------------------
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None,
+                       channels: int | None = None) -> torch.Tensor:
+        """log q(x|z) in nats per image, (B,), all stages teacher-forced on x.
+
+        ``mask`` (B, H, W) selects the real (not padding) pixels; only the first ``channels`` channels count
+        (grayscale images run through an RGB model with their plane replicated and only R coded).
+        """
+        feats = self.features(z)
+        total = 0.0
+        for t in range(self.num_stages):
+            stride, (oy, ox) = self.stage_grid(t)
+            lp = mixture_log_prob(x[..., oy::stride, ox::stride], self.stage(t, feats, self.stage_context(x, t)))
+            lp = lp[:, :channels]
+            if mask is not None:
+                lp = lp * mask[:, None, oy::stride, ox::stride]
+            total = total + lp.flatten(1).sum(1)
+        return total
+
+    def elbo_terms(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-log q(x|z), KL(p(z|x) || N(0, I))) in nats per image."""
+        mean, log_std = self.posterior(x)
+        z = mean + torch.randn_like(mean) * log_std.exp() if sample else mean
+        kl = 0.5 * (mean ** 2 + (2 * log_std).exp() - 1 - 2 * log_std).flatten(1).sum(1)
+        return -self.log_likelihood(x, z), kl
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8-valued pixels to the [-1, 1] scale."""
+    return x.float() / 127.5 - 1.0
+
+
+def channel_means(x: torch.Tensor, mix: Mixture) -> torch.Tensor:
+    """Means with the linear channel dependence applied, given the (true or decoded) pixels x of the stage."""
+    ch = x.shape[1]
+    if ch == 1:
+        return mix.means
+    u = to_unit(x).unsqueeze(1)                                   # (B, 1, C, h, w)
+    m, a = mix.means, mix.coefficients
+    g = m[:, :, 1] + a[:, :, 0] * u[:, :, 0]
+    b = m[:, :, 2] + a[:, :, 1] * u[:, :, 0] + a[:, :, 2] * u[:, :, 1]
+    return torch.stack([m[:, :, 0], g, b], dim=2)
+
+
+def mixture_log_prob(x: torch.Tensor, mix: Mixture) -> torch.Tensor:
+    """log P(x) per subpixel (B, C, h, w) under the discretized logistic mixture (256 levels, open outer bins)."""
+    u = to_unit(x).unsqueeze(1)
+    centered = u - channel_means(x, mix)
+    inv_s = torch.exp(-mix.log_scales)
+    plus = inv_s * (centered + BIN)
+    minus = inv_s * (centered - BIN)
+    log_cdf_plus = plus - F.softplus(plus)                        # log sigmoid(plus): the bin of level 0
+    log_sf_minus = -F.softplus(minus)                             # log (1 - sigmoid(minus)): the bin of level 255
+    delta = torch.sigmoid(plus) - torch.sigmoid(minus)
+    mid = inv_s * centered
+    log_pdf_mid = mid - mix.log_scales - 2.0 * F.softplus(mid) + math.log(2 * BIN)
+    inner = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf_mid)
+    lp = torch.where(u < -0.999, log_cdf_plus, torch.where(u > 0.999, log_sf_minus, inner))
+    return torch.logsumexp(lp + F.log_softmax(mix.logit_weights, dim=1), dim=1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def config_dict(config: Config) -> dict:
+    return asdict(config)

@@ -1,0 +1,124 @@
+"""Deterministic integer CDF tables.
+
+Decoding must reproduce the encoder's integer frequencies bit for bit, also on another machine, so nothing
+at coding time may depend on a transcendental function of the platform's libm.  Every table here is built once
+at import from Python's ``decimal`` module (software arithmetic, correctly rounded ``exp``), so its values are
+the same everywhere.  At coding time a CDF is evaluated from a float64 argument ``t`` by pure integer
+interpolation; the caller must build ``t`` from already-quantized parameters with IEEE basic operations only
+(+ - * /, floor, clip), which are exactly reproducible.
+"""
+
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from fractions import Fraction
+from functools import lru_cache
+from statistics import NormalDist
+
+import numpy as np
+
+ONE_BITS = 24
+ONE = 1 << ONE_BITS  # CDF values are integers in [0, ONE]
+STEP_BITS = 8  # table grid step 2^-8 in t
+FRAC_BITS = 12  # linear interpolation resolves t to 2^-(STEP_BITS + FRAC_BITS)
+_PREC = 40  # decimal digits for table construction
+_SQRT_2PI = Decimal("2.506628274631000502415765284811045253006986740609938316629923")
+
+
+def _sigmoid(t):
+    return 1 / (1 + (-t).exp())
+
+
+def _normal_cdf(t):
+    """Phi(t) for t >= 0 by the all-positive series Phi(t) = 1/2 + phi(t) * sum t^(2n+1) / (2n+1)!!."""
+    term, total, t2, k = t, t, t * t, 1
+    while term > total.scaleb(-_PREC):
+        k += 2
+        term = term * t2 / k
+        total += term
+    return Decimal("0.5") + (-t2 / 2).exp() / _SQRT_2PI * total
+
+
+class IntCdf:
+    """A CDF F tabulated as round(F(t) * 2^24) on a 2^-8 grid over [-radius, radius], F(-t) = 1 - F(t).
+
+    ``radius`` only needs to reach the point where the rounded table saturates at 0 and 2^24: beyond it the
+    clamped lookup returns the same values a wider table would.
+    """
+
+    def __init__(self, cdf, radius):
+        self.radius = radius
+        half = []
+        with localcontext() as ctx:
+            ctx.prec = _PREC
+            for i in range((radius << STEP_BITS) + 1):
+                scaled = cdf(Decimal(i) / (1 << STEP_BITS)) * ONE
+                half.append(int(scaled.to_integral_value(rounding=ROUND_HALF_EVEN)))
+                if half[-1] == ONE:  # monotone: saturated from here on
+                    break
+        if half[-1] != ONE:
+            raise ValueError("table radius too small: CDF does not saturate")
+        half += [ONE] * ((radius << STEP_BITS) + 1 - len(half))
+        pos = np.array(half, dtype=np.int64)
+        # negative side by symmetry, plus one padding entry so idx + 1 is always valid
+        self.values = np.concatenate([ONE - pos[:0:-1], pos, [ONE]])
+        diffs = np.diff(self.values, append=ONE)
+        if diffs.max() >= 1 << 16:
+            raise ValueError("table increments do not fit 16 bits")
+        self._packed = self.values << 16 | diffs  # one table read gives value and increment
+
+    def __call__(self, t):
+        """Integer F(t) in [0, 2^24], monotone non-decreasing in the float64 array ``t``."""
+        t = np.clip(t, -2 * self.radius, 2 * self.radius)
+        return self.scaled((t + self.radius) * (1 << (STEP_BITS + FRAC_BITS)))
+
+    def scaled(self, u):
+        """F(t) from ``u = (t + radius) 2^20`` (float64, |u| < 2^63).
+
+        floor(u) >> 12 indexes the table and its low 12 bits interpolate; indices outside the table clamp to
+        its saturated ends, where the increments are 0, so this equals clamping t to [-radius, radius].
+        (Truncation instead of floor only differs for u < 0, which is in the saturated region too.)
+        """
+        i = u.astype(np.int64)
+        packed = self._packed.take(i >> FRAC_BITS, mode="clip")
+        i &= (1 << FRAC_BITS) - 1
+        i *= packed & 0xFFFF
+        i >>= FRAC_BITS
+        packed >>= 16
+        packed += i
+        return packed
+
+
+LOGISTIC = IntCdf(_sigmoid, 20)  # saturates for |t| > 17.4
+NORMAL = IntCdf(_normal_cdf, 8)  # saturates for |t| > 5.5
+
+
+def exp_table(start, step, count):
+    """float64 values exp(start + j * step), j = 0..count-1, correctly rounded (``start``, ``step`` exact)."""
+    with localcontext() as ctx:
+        ctx.prec = _PREC
+        return np.array([float((Decimal(start) + j * Decimal(step)).exp()) for j in range(count)])
+
+
+def _normal_quantile(q):
+    """Phi^-1(q) for a Fraction 0 < q < 1/2 as float64: a Newton step in decimal from the float estimate."""
+    with localcontext() as ctx:
+        ctx.prec = _PREC
+        x = Decimal(NormalDist().inv_cdf(float(q)))
+        target = Decimal(q.numerator) / q.denominator
+        for _ in range(2):
+            x += (target - (1 - _normal_cdf(-x))) * _SQRT_2PI / (-x * x / 2).exp()
+        return float(x)
+
+
+@lru_cache(maxsize=None)
+def normal_buckets(bits):
+    """Edges Phi^-1(i / 2^bits), i = 0..2^bits (-inf, +inf at the ends), and centres Phi^-1((i + 1/2) / 2^bits).
+
+    Both are float64 arrays computed deterministically (and exactly antisymmetric); read-only.
+    """
+    k = 1 << bits
+    lower_edges = [_normal_quantile(Fraction(i, k)) for i in range(1, k // 2)]
+    edges = np.array([-np.inf, *lower_edges, 0.0, *(-e for e in reversed(lower_edges)), np.inf])
+    lower_centres = [_normal_quantile(Fraction(2 * i + 1, 2 * k)) for i in range(k // 2)]
+    centres = np.array([*lower_centres, *(-c for c in reversed(lower_centres))])
+    edges.flags.writeable = centres.flags.writeable = False
+    return edges, centres

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random-weight models (fast, deterministic) and synthetic images."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from codec.model import VAE, Config
+from codec.weights import save_model
+
+TINY = dict(levels=2, latent=4, width=16, stage_width=16, mixtures=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_rgb(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "tiny_rgb.safetensors"
+    save_model(VAE(Config(channels=3, **TINY)), path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_gray(tmp_path_factory) -> str:
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("models") / "tiny_gray.safetensors"
+    save_model(VAE(Config(channels=1, **TINY)), path)
+    return str(path)
+
+
+def smooth_image(h: int, w: int, channels: int, seed: int = 0) -> np.ndarray:
+    """A smooth gradient with noise, (h, w, channels) uint8 -- something like a photo, cheap to make."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    planes = [(yy * (3 + c) + xx * (5 - c) + 40 * c) % 256 for c in range(channels)]
+    arr = np.stack(planes, axis=-1) + rng.integers(-4, 5, (h, w, channels))
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def png_bytes(arr: np.ndarray, mode: str, **params) -> bytes:
+    im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[
+        arr.shape[2]]) if mode != "1" else Image.fromarray(arr[:, :, 0] > 127)
+    out = io.BytesIO()
+    im.save(out, "PNG", **params)
+    return out.getvalue()

@@ -1,0 +1,232 @@
+"""End-to-end codec tests: exact round trips in every mode and size, archives, and every error path."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli import main
+from codec.bitsback import CodingParams
+from codec.compressor import compress, decompress
+from codec.container import FormatError, unpack
+from codec.image import read_image
+from conftest import png_bytes, smooth_image
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = CodingParams(tile=16, batch=3)
+
+
+def roundtrip(data: bytes, model: str, params: CodingParams = PARAMS):
+    pic = read_image(data)
+    vz = compress([pic], ["x.png"], model, params)
+    _, (back,) = decompress(vz, model_override=model)
+    return pic, back, vz
+
+
+@pytest.mark.parametrize("mode,channels", [("RGB", 3), ("RGBA", 4), ("L", 1), ("LA", 2), ("1", 1)])
+@pytest.mark.parametrize("h,w", [(1, 1), (7, 13), (16, 16), (33, 20)])
+def test_roundtrip_modes_and_sizes(tiny_rgb, mode, channels, h, w):
+    arr = smooth_image(h, w, channels, seed=h * w)
+    if channels in (2, 4):
+        arr[..., -1] = np.where(arr[..., 0] > 128, 255, 17)       # a two-valued alpha plane
+    pic, back, _ = roundtrip(png_bytes(arr, mode), tiny_rgb)
+    assert back.mode == pic.mode
+    assert np.array_equal(back.color, pic.color)
+    assert (back.alpha is None) == (pic.alpha is None)
+    if pic.alpha is not None:
+        assert np.array_equal(back.alpha, pic.alpha)
+
+
+def test_grayscale_model_codes_grayscale_and_refuses_colour(tiny_gray):
+    pic, back, _ = roundtrip(png_bytes(smooth_image(12, 9, 1), "L"), tiny_gray)
+    assert np.array_equal(back.color, pic.color)
+    with pytest.raises(ValueError, match="grayscale"):
+        roundtrip(png_bytes(smooth_image(8, 8, 3), "RGB"), tiny_gray)
+
+
+def test_icc_profile_and_png_output_kept(tiny_rgb):
+    icc = b"fake-icc-profile-bytes" * 10
+    pic, back, _ = roundtrip(png_bytes(smooth_image(9, 11, 3), "RGB", icc_profile=icc), tiny_rgb)
+    assert back.icc == icc
+    from codec.image import write_png
+    again = read_image(write_png(back))
+    assert again.icc == icc and np.array_equal(again.color, pic.color)
+
+
+def test_rate_is_close_to_the_model_elbo(tiny_rgb):
+    """The file costs the model's -ELBO plus a bounded overhead (header, flush, initial bits)."""
+    from codec.bound import image_bounds
+    from codec.weights import load_model
+    pic, back, vz = roundtrip(png_bytes(smooth_image(48, 48, 3), "RGB"), tiny_rgb, CodingParams(tile=48, batch=1))
+    model, _, _ = load_model(tiny_rgb)
+    elbo = image_bounds(model, [pic.color], k=1, tile=48).elbo_bits[0]
+    assert np.array_equal(back.color, pic.color)
+    assert abs(8 * len(vz) - elbo) < 0.03 * elbo + 600
+
+
+def test_decoding_is_exact_with_another_thread_count(tiny_rgb):
+    import torch
+    threads = torch.get_num_threads()
+    pic = read_image(png_bytes(smooth_image(40, 40, 3), "RGB"))
+    try:
+        torch.set_num_threads(2)
+        vz = compress([pic], ["x.png"], tiny_rgb, CodingParams(tile=40, batch=2))
+        torch.set_num_threads(1)
+        _, (back,) = decompress(vz, model_override=tiny_rgb)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(back.color, pic.color)
+
+
+def test_archive_chains_images_and_restores_names(tiny_rgb, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(20, 24), (16, 16), (5, 31)]):
+        (folder / f"img{i}.png").write_bytes(png_bytes(smooth_image(h, w, 3, seed=i), "RGB"))
+    (folder / "notes.txt").write_text("not an image")
+    runner = CliRunner()
+    res = runner.invoke(main, ["compress", str(folder), "-o", str(tmp_path / "set.vz"), "--model", tiny_rgb,
+                               "--tile", "16"])
+    assert res.exit_code == 0, res.output
+    header, _ = unpack((tmp_path / "set.vz").read_bytes())
+    assert header.archive and [r.name for r in header.images] == ["img0.png", "img1.png", "img2.png"]
+    res = runner.invoke(main, ["decompress", str(tmp_path / "set.vz"), "-o", str(tmp_path / "out"),
+                               "--model", tiny_rgb])
+    assert res.exit_code == 0, res.output
+    for i in range(3):
+        a = np.asarray(Image.open(folder / f"img{i}.png"))
+        b = np.asarray(Image.open(tmp_path / "out" / f"img{i}.png"))
+        assert np.array_equal(a, b)
+
+
+def test_cli_single_file_defaults_and_force(tiny_rgb, tmp_path):
+    src = tmp_path / "a.png"
+    src.write_bytes(png_bytes(smooth_image(10, 12, 3), "RGB"))
+    runner = CliRunner()
+    res = runner.invoke(main, ["compress", str(src), "--model", tiny_rgb])
+    assert res.exit_code == 0 and "bits/subpixel" in res.output
+    assert (tmp_path / "a.vz").exists()
+    res = runner.invoke(main, ["compress", str(src), "--model", tiny_rgb])
+    assert res.exit_code == 1 and "already exists" in res.output
+    src.unlink()
+    res = runner.invoke(main, ["decompress", str(tmp_path / "a.vz"), "--model", tiny_rgb])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.asarray(Image.open(src)), smooth_image(10, 12, 3))
+    res = runner.invoke(main, ["info", str(tmp_path / "a.vz")])
+    assert res.exit_code == 0 and "12x10 RGB" in res.output and "lanes" in res.output
+
+
+def test_cli_stdin_to_stdout(tiny_rgb):
+    data = png_bytes(smooth_image(6, 7, 3), "RGB")
+    runner = CliRunner()
+    res = runner.invoke(main, ["compress", "-", "--model", tiny_rgb], input=data)
+    assert res.exit_code == 0
+    vz = res.stdout_bytes
+    assert vz.startswith(b"VAEZ")
+    res = runner.invoke(main, ["decompress", "-", "--model", tiny_rgb], input=vz)
+    assert res.exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(res.stdout_bytes))), smooth_image(6, 7, 3))
+
+
+# ---- errors: one line, exit code 1, no output file ------------------------------------------------------------------
+@pytest.fixture()
+def vz_file(tiny_rgb, tmp_path) -> Path:
+    src = tmp_path / "b.png"
+    src.write_bytes(png_bytes(smooth_image(12, 12, 3), "RGB"))
+    assert CliRunner().invoke(main, ["compress", str(src), "--model", tiny_rgb]).exit_code == 0
+    src.unlink()
+    return tmp_path / "b.vz"
+
+
+def _fails(args, match, tmp_path, input=None):
+    before = set(tmp_path.rglob("*"))
+    res = CliRunner().invoke(main, args, input=input)
+    assert res.exit_code == 1, res.output
+    assert match in res.output
+    assert "Traceback" not in res.output
+    assert set(tmp_path.rglob("*")) == before            # nothing written, no temporary left behind
+
+
+def test_error_not_an_image(tiny_rgb, tmp_path):
+    (tmp_path / "x.png").write_text("hello")
+    _fails(["compress", str(tmp_path / "x.png"), "--model", tiny_rgb], "not a readable image", tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["P", "CMYK", "I;16", "I", "F"])
+def test_error_unsupported_mode(tiny_rgb, tmp_path, mode):
+    im = Image.new(mode, (5, 4))
+    im.save(tmp_path / "x.tif")
+    _fails(["compress", str(tmp_path / "x.tif"), "--model", tiny_rgb], "unsupported image mode", tmp_path)
+
+
+def test_error_missing_input(tmp_path):
+    _fails(["compress", str(tmp_path / "nope.png")], "no such file", tmp_path)
+    _fails(["decompress", str(tmp_path / "nope.vz")], "no such file", tmp_path)
+
+
+def test_error_existing_output(vz_file, tiny_rgb, tmp_path):
+    (tmp_path / "b.png").write_bytes(b"keep me")
+    _fails(["decompress", str(vz_file), "--model", tiny_rgb], "already exists", tmp_path)
+    assert (tmp_path / "b.png").read_bytes() == b"keep me"
+
+
+def test_error_truncated(vz_file, tiny_rgb, tmp_path):
+    data = vz_file.read_bytes()
+    for cut in (3, 10, len(data) // 2, len(data) - 1):
+        vz_file.write_bytes(data[:cut])
+        _fails(["decompress", str(vz_file), "--model", tiny_rgb], "vz file", tmp_path)
+
+
+def test_error_flipped_bytes(vz_file, tiny_rgb, tmp_path):
+    data = bytearray(vz_file.read_bytes())
+    rng = np.random.default_rng(0)
+    for pos in rng.integers(0, len(data), 8):
+        bad = data.copy()
+        bad[pos] ^= 1 << int(rng.integers(8))
+        vz_file.write_bytes(bytes(bad))
+        _fails(["decompress", str(vz_file), "--model", tiny_rgb], "vz file", tmp_path)
+
+
+def test_error_trailing_garbage_and_unknown_version(vz_file, tiny_rgb, tmp_path):
+    data = vz_file.read_bytes()
+    vz_file.write_bytes(data + b"\0")
+    _fails(["decompress", str(vz_file), "--model", tiny_rgb], "corrupt", tmp_path)
+    vz_file.write_bytes(data[:4] + b"\x09" + data[5:])
+    _fails(["decompress", str(vz_file), "--model", tiny_rgb], "unsupported .vz format version 9", tmp_path)
+
+
+def test_error_wrong_or_missing_model(vz_file, tiny_gray, tmp_path):
+    _fails(["decompress", str(vz_file)], "unknown model", tmp_path)
+    _fails(["decompress", str(vz_file), "--model", tiny_gray], "other weights", tmp_path)
+    _fails(["decompress", str(vz_file), "--model", str(tmp_path / "none.safetensors")], "not found", tmp_path)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x10\0\0\0\0\0\0\0{}")
+    before = set(tmp_path.rglob("*"))
+    res = CliRunner().invoke(main, ["compress", str(ROOT / "assets" / "example.png"), "-o",
+                                    str(tmp_path / "e.vz"), "--model", str(tmp_path / "junk.safetensors")])
+    assert res.exit_code == 1 and "cannot load model" in res.output and set(tmp_path.rglob("*")) == before
+
+
+def test_error_absurd_header_sizes(vz_file):
+    import struct
+    import zlib
+    from codec.container import MAGIC
+    # a header that claims 2^40 x 2^40 pixels, with a valid checksum: refused before any allocation
+    body = MAGIC + bytes([1, 0]) + b"\x05photo" + b"\0" * 8 + b"\x40\x10\x0a\x14\x12\x01\x01\x02" + \
+        b"\x80\x80\x80\x80\x80\x20" * 2 + b"\0\0" + b"\0" * 8
+    with pytest.raises(FormatError, match="exceeds the limit"):
+        unpack(body + struct.pack("<I", zlib.crc32(body)))
+
+
+def test_no_traceback_in_a_real_process(tmp_path):
+    (tmp_path / "x.png").write_text("hello")
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "compress", str(tmp_path / "x.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "not a readable image" in proc.stderr
+    assert not (tmp_path / "x.vz").exists()
