@@ -108,13 +108,15 @@ def main():
 @click.option("--model", default="photo", show_default=True, help="Shipped model name or a .safetensors path.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
               help="Tiles per network call.")
-@click.option("--tile", type=click.IntRange(8, 4096), default=64, show_default=True,
+@click.option("--tile", type=click.IntRange(8, 4096), default=128, show_default=True,
               help="Tile size in pixels (a multiple of the model stride).")
+@click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="Intra-op threads of the network; stored in the file, decoding uses the same.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def compress(inputs, output, model, force, device, batch_size, tile, quiet):
+def compress(inputs, output, model, force, device, batch_size, tile, threads, quiet):
     """Compress one image to a .vz file, or several images / folders into one .vz archive."""
     from codec.bitsback import CodingParams
     from codec.compressor import compress as encode
@@ -133,7 +135,7 @@ def compress(inputs, output, model, force, device, batch_size, tile, quiet):
     pictures = [read_image(data, path) for data, (path, _) in zip(raw, items)]
     total = sum(p.size[0] * p.size[1] for p in pictures)
     with progress_bar(total, quiet, "compress") as bar:
-        data = encode(pictures, [n for _, n in items], model, CodingParams(tile=tile, batch=batch_size),
+        data = encode(pictures, [n for _, n in items], model, CodingParams(tile=tile, batch=batch_size, threads=threads),
                       archive, select_device(device), bar)
     write_output(output, data, force)
     subpixels = sum(p.subpixels for p in pictures)
@@ -196,8 +198,9 @@ def info(input):
     h, payload = unpack(data)
     click.echo(f"format: vaezip .vz version 1{' archive' if h.archive else ''}")
     click.echo(f"model: {h.model} (weights {h.weights.hex()})")
-    click.echo(f"coding: tile {h.tile}, batch {h.batch}, lanes {h.lanes}, latent buckets 2^{h.latent_bits}, "
-               f"posterior precision {h.posterior_precision}, pixel precision {h.pixel_precision}")
+    click.echo(f"coding: tile {h.tile}, batch {h.batch}, network threads {h.threads}, lanes {h.lanes}, "
+               f"latent buckets 2^{h.latent_bits}, posterior precision {h.posterior_precision}, "
+               f"pixel precision {h.pixel_precision}, first batch {'fixed latent' if h.fixed_first else 'bits back'}")
     subpixels = 0
     for r in h.images:
         planes = {"L": 1, "1": 1, "LA": 2, "RGB": 3, "RGBA": 4}[r.mode]
@@ -212,7 +215,7 @@ def info(input):
 @click.option("--model", default="photo", show_default=True)
 @click.option("-k", "samples", type=click.IntRange(1, 10000), default=1, show_default=True,
               help="Importance samples for the IWAE estimate.")
-@click.option("--tile", type=click.IntRange(8, 4096), default=64, show_default=True)
+@click.option("--tile", type=click.IntRange(8, 4096), default=128, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @friendly
 def bound(images, model, samples, tile, seed):

@@ -1,10 +1,13 @@
 """BB-ANS over batches of image tiles: pop z with p(z|x), push x with q(x|z) stage by stage, push z with q(z).
 
-The decoder runs every network call with the same batch composition and the same inputs as the encoder, so both
-see identical float outputs; from there on everything is quantized parameters and integer tables (codecs.py).
+The decoder runs every network call with the same batch composition, the same inputs and the same number of
+intra-op threads as the encoder (oneDNN convolutions split their sums by thread count), so both see identical
+float outputs whatever the caller's torch settings; from there on everything is quantized parameters and integer
+tables (codecs.py).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,11 +23,24 @@ LOG_LEVEL = float(np.log(127.5))   # log-scale offset from the [-1, 1] scale to 
 
 @dataclass(frozen=True)
 class CodingParams:
-    tile: int = 64
-    batch: int = 16
+    tile: int = 128
+    batch: int = 8
     latent_bits: int = 10
     posterior_precision: int = 20
     pixel_precision: int = 18
+    threads: int = 2            # intra-op threads of every network call, on both sides
+
+
+@contextmanager
+def network(threads: int):
+    """Inference with a fixed intra-op thread count, restoring the caller's setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class TileCoder:
@@ -42,18 +58,18 @@ class TileCoder:
         return torch.from_numpy(x).to(self.device)
 
     def _posterior(self, x: np.ndarray) -> codecs.TableCodec:
-        with torch.no_grad():
+        with network(self.params.threads):
             mean, log_std = self.model.posterior(self._tensor(x))
         return self.latent.posterior(_f64(mean).ravel(), np.exp(_f64(log_std)).ravel(),
                                      self.params.posterior_precision)
 
     def _features(self, z_idx: np.ndarray, shape: tuple[int, ...]) -> list[torch.Tensor]:
         z = torch.from_numpy(self.latent.centres(z_idx).reshape(shape).astype(np.float32)).to(self.device)
-        with torch.no_grad():
+        with network(self.params.threads):
             return self.model.features(z)
 
     def _stage(self, t: int, feats: list[torch.Tensor], x: np.ndarray) -> Mixture:
-        with torch.no_grad():
+        with network(self.params.threads):
             return self.model.stage(t, feats, self.model.stage_context(self._tensor(x), t))
 
     def _latent_shape(self, x: np.ndarray) -> tuple[int, ...]:

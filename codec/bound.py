@@ -23,7 +23,7 @@ def _log_normal(z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> t
     return (-0.5 * ((z - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
 
 
-def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = 64, batch: int = 16,
+def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = 128, batch: int = 8,
                  seed: int = 0, device: str = "cpu") -> Bound:
     """-ELBO (mean of k single-sample estimates) and -log (1/k) sum_i q(x|z_i) q(z_i) / p(z_i|x) per image.
 

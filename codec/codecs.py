@@ -14,6 +14,7 @@ import numpy as np
 from codec import rans
 from codec.tables import FRAC_BITS, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp_table, normal_buckets
 
+
 class TableCodec:
     """Base of codecs defined by integer (start, freq) at ``precision`` bits over ``alphabet`` symbols.
 
@@ -26,7 +27,7 @@ class TableCodec:
         rans.push_with(msg, self.n, lambda idx: self.start_freq(symbols[idx], idx), self.precision)
 
     def pop(self, msg):
-        return rans.pop(msg, self.n, self.lookup, self.precision)[0]
+        return rans.pop(msg, self.n, self.lookup, self.precision)
 
     def _validate(self, symbols):
         symbols = np.asarray(symbols)
@@ -129,8 +130,8 @@ class Categorical(TableCodec):
             symbols = np.searchsorted(self.cdf, cf.view(np.int64), side="right") - 1
             return (symbols, *self.start_freq(symbols))
         base = self._flat_index(0, idx)
-        cand_cdf = lambda cand: self.cdf.take(base + cand)  # noqa: E731
-        e, lo, hi = _bisect(cand_cdf, cf.view(np.int64), (self.alphabet - 1).bit_length(), self.alphabet, 1 << self.precision)
+        bits, one = (self.alphabet - 1).bit_length(), 1 << self.precision
+        e, lo, hi = _bisect(lambda c: self.cdf.take(base + c), cf.view(np.int64), bits, self.alphabet, one)
         return e, lo, hi - lo
 
 
@@ -144,9 +145,15 @@ def _params(x, shape=None):
     return x
 
 
+def _clip(x, lo, hi, out=None):
+    """np.clip without its Python-level overhead (NaN-free input)."""
+    x = np.maximum(x, lo, out=out)
+    return np.minimum(x, hi, out=x)
+
+
 def _snap(x, step, lo, hi):
     """``x`` snapped to the nearest multiple of ``step`` (a power of two) in [lo, hi] (multiples of it)."""
-    x = np.clip(x, lo, hi)
+    x = _clip(x, lo, hi)
     x *= 1 / step
     np.rint(x, out=x)
     x *= step
@@ -155,26 +162,27 @@ def _snap(x, step, lo, hi):
 
 def _grid_index(x, step, lo, hi):
     """Index of ``x`` on the grid lo, lo + step, ..., hi (nearest point, clamped)."""
-    x = np.clip(x, lo, hi)
+    x = _clip(x, lo, hi)
     x -= lo
     x *= 1 / step
     np.rint(x, out=x)
     return x.astype(np.int64)
 
 
-_SUB = rans.SUB_LANES  # lazy codecs evaluate C on (2, _SUB) int64 blocks, 125 KB: small temporaries (rans.SUB_LANES)
+_SUB = rans.SUB_LANES  # lazy codecs evaluate C on blocks of at most this many symbols (see rans.SUB_LANES)
 _U_SCALE = 1 << (STEP_BITS + FRAC_BITS)  # IntCdf.scaled takes (t + radius) * 2^20
-_WINDOW = 16  # edges searched around a wrong pop guess before bisecting
+_WINDOW = 16  # symbols searched around a wrong pop guess
+_FULL_SEARCH = 1 << 16  # most C evaluations for searching the whole alphabet for a few symbols at once
 _OPEN = float(1 << 20)  # stands in for an infinite edge: beyond every table radius, yet |u| << 2^63
 
 
 class _LazyCdfCodec(TableCodec):
     """A table codec whose integer CDF is evaluated only where needed, never tabulated.
 
-    Subclasses give ``_params(idx)``: a tuple of per-symbol arrays (first axis m) for the symbols at the slice
-    ``idx``, snapped to the codec's grids, and ``_cdf(e, params)``: C at int64 edges e of shape (..., m), with
+    Subclasses give ``_params(idx)``: a tuple of arrays, the snapped parameters of the symbols at the slice
+    ``idx`` (m of them, on the last axis), and ``_cdf(e, params)``: C at int64 edges e of shape (..., m), with
     C(0) = 0 and C(alphabet) = 2^precision.  Pop starts from a float guess ``_guess(cf, params)`` (it only
-    affects speed: it is checked against C), steps once towards cf where it is wrong and bisects what is left.
+    affects speed: it is checked against C), searches a window around the wrong ones and bisects the rest.
     """
 
     _sub = _SUB
@@ -206,26 +214,36 @@ class _LazyCdfCodec(TableCodec):
             sym = edges[0]
             wrong = np.flatnonzero((lo > cf) | (hi <= cf))
             if wrong.size:
-                sym[wrong], lo[wrong], hi[wrong] = self._near(cf[wrong], sym[wrong], tuple(p[wrong] for p in params))
+                sym[wrong], lo[wrong], hi[wrong] = self._near(cf[wrong], sym[wrong], _select(params, wrong))
         hi -= lo
         return sym, lo, hi
 
-    def _near(self, cf, guess, params):
-        """Search a window of edges around wrong guesses (they are mostly off by a few), then bisect."""
-        span = min(self.alphabet, _WINDOW)
-        base = np.clip(guess - span // 2 + 1, 0, self.alphabet - span)
+    def _near(self, cf, guess, params, span=_WINDOW):
+        """Search a window of ``span`` symbols around wrong guesses (mostly off by a few): C at its edges
+        locates cf.  Misses are searched over the whole alphabet if that is small enough, else bisected."""
+        span = min(span, self.alphabet)
+        base = _clip(guess - (span // 2 - 1), 0, self.alphabet - span)
         c = self._cdf(base + np.arange(span + 1)[:, None], params)  # (span + 1, m)
-        k = np.count_nonzero(c <= cf, axis=0) - 1  # cf in [c[k], c[k + 1]) where 0 <= k < span
-        inside = np.flatnonzero((k >= 0) & (k < span))
+        k = np.count_nonzero(c <= cf, axis=0) - 1  # cf in [c[k], c[k + 1]) if 0 <= k < span
         out = np.empty((3, cf.size), dtype=np.int64)
-        out[:, inside] = base[inside] + k[inside], c[k[inside], inside], c[k[inside] + 1, inside]
-        outside = np.flatnonzero((k < 0) | (k >= span))
-        if outside.size:
-            out[:, outside] = self._bisect(cf[outside], tuple(p[outside] for p in params))
+        hit = np.flatnonzero((k >= 0) & (k < span))
+        out[:, hit] = base[hit] + k[hit], c[k[hit], hit], c[k[hit] + 1, hit]
+        miss = np.flatnonzero((k < 0) | (k >= span))
+        if miss.size:
+            sub = _select(params, miss)
+            if span < self.alphabet and miss.size * (self.alphabet + 1) <= _FULL_SEARCH:
+                out[:, miss] = self._near(cf[miss], guess[miss], sub, self.alphabet)
+            else:
+                out[:, miss] = self._bisect(cf[miss], sub)
         return out
 
     def _bisect(self, cf, params):
         return _bisect(lambda e: self._cdf(e, params), cf, self._bits, self.alphabet, 1 << self.precision)
+
+
+def _select(params, which):
+    """The parameters of a subset of the symbols (their axis is the last one)."""
+    return tuple(p[..., which] for p in params)
 
 
 def _join(fn, values, start, block, k):
@@ -253,16 +271,38 @@ _LEVEL_EDGES = np.concatenate([[-_OPEN], np.arange(1, LEVELS) - 0.5, [_OPEN]])
 
 
 def quantize_weights(logit_weights):
-    """Integer mixture weights (n, K) summing to 2^8 per row, from logits via a deterministic softmax."""
-    li = _grid_index(logit_weights, LOGIT_STEP, -1e6, 1e6)
-    delta = np.minimum(li.max(axis=1, keepdims=True) - li, _EXP_NEG.size - 1)
+    """Integer mixture weights (n, K) summing to 2^8 per row, from logits (n, K) via a deterministic softmax."""
+    return _weights(np.ascontiguousarray(_params(logit_weights).T)).T
+
+
+def _weights(logits):
+    """Integer weights from logits (K, m), components first: floor(softmax * 2^8) with exp from a correctly
+    rounded table and a fixed summation order, the remainder added to the (first) largest weight."""
+    li = _grid_index(logits, LOGIT_STEP, -1e6, 1e6)
+    delta = np.minimum(li.max(axis=0) - li, _EXP_NEG.size - 1)
     e = _EXP_NEG.take(delta)
-    total = e[:, 0].copy()
-    for k in range(1, e.shape[1]):  # fixed summation order
-        total += e[:, k]
-    w = np.floor(e * (1 << WEIGHT_BITS) / total[:, None]).astype(np.int64)
-    w[np.arange(w.shape[0]), w.argmax(axis=1)] += (1 << WEIGHT_BITS) - w.sum(axis=1)
+    total = e[0].copy()
+    for row in e[1:]:
+        total += row
+    e *= 1 << WEIGHT_BITS
+    e /= total
+    w = np.floor(e, out=e).astype(np.int64)
+    top, top_w = np.zeros(w.shape[1], dtype=np.int64), w[0].copy()
+    for k in range(1, w.shape[0]):
+        better = w[k] > top_w
+        top[better] = k
+        np.maximum(top_w, w[k], out=top_w)
+    w[top, np.arange(w.shape[1])] += (1 << WEIGHT_BITS) - w.sum(axis=0)
     return w
+
+
+def _snap_logistic(means, log_scales):
+    """(slope, offset, mean) of snapped logistics: u = edge * slope - offset is the LOGISTIC.scaled argument."""
+    mean = _snap(means, MEAN_STEP, *MEAN_RANGE)
+    slope = _LOGISTIC_SLOPE.take(_grid_index(log_scales, LOG_SCALE_STEP, *LOG_SCALE_RANGE))
+    offset = mean * slope
+    offset -= LOGISTIC.radius * _U_SCALE
+    return slope, offset, mean
 
 
 class _LevelCodec(_LazyCdfCodec):
@@ -277,24 +317,21 @@ class _LevelCodec(_LazyCdfCodec):
     alphabet, _bits = LEVELS, 8
 
     def _setup(self, means, log_scales, precision):
-        if not 8 < precision <= rans.MAX_PRECISION:
-            raise ValueError(f"precision must be in 9..{rans.MAX_PRECISION}, got {precision}")
+        if not 8 <= precision <= rans.MAX_PRECISION:
+            raise ValueError(f"precision must be in 8..{rans.MAX_PRECISION}, got {precision}")
         if means.shape != log_scales.shape:
             raise ValueError("mean and log scale parameters differ in shape")
         self.precision, self._means, self._log_scales, self.n = precision, means, log_scales, means.shape[0]
 
     def _params(self, idx):
-        mean = _snap(self._means[idx], MEAN_STEP, *MEAN_RANGE)
-        slope = _LOGISTIC_SLOPE.take(_grid_index(self._log_scales[idx], LOG_SCALE_STEP, *LOG_SCALE_RANGE))
-        offset = mean * slope
-        offset -= LOGISTIC.radius * _U_SCALE
-        return slope, offset, mean
+        return _snap_logistic(self._means[idx], self._log_scales[idx])
 
     def _u(self, e, slope, offset):
-        """The ``LOGISTIC.scaled`` argument at edges e (..., m), params (m,) or (m, K)."""
+        """The ``LOGISTIC.scaled`` argument at edges e (..., m) for params (m,), or (K, m) giving (K, ..., m)."""
         edges = _LEVEL_EDGES.take(e, mode="clip")
         if slope.ndim == 2:
-            edges = edges[..., None]
+            shape = (slope.shape[0],) + (1,) * (e.ndim - 1) + (slope.shape[1],)
+            slope, offset = slope.reshape(shape), offset.reshape(shape)
         u = edges * slope
         u -= offset
         return u
@@ -315,18 +352,25 @@ class Logistic(_LevelCodec):
         return c
 
     def _guess(self, cf, params):
-        """Invert the float logistic: level = floor(mu + 1/2 + s logit(u)) at the mass fraction u of cf."""
-        slope, _, mean = params
-        u = cf - np.clip(mean, 0, LEVELS - 1)
-        u *= 1 / ((1 << self.precision) - LEVELS)
-        np.clip(u, 1e-12, 1 - 1e-12, out=u)
-        t = np.log(u / (1 - u))
-        t *= _U_SCALE
-        t /= slope
-        t += mean
-        t += 0.5
-        np.clip(t, 0, LEVELS - 1, out=t)
-        return t.astype(np.int64)
+        return _logistic_guess(cf, *params, self.precision)
+
+
+# logit((k + 1/2) / 4096) 2^20 + 20 2^20 for the logistic's pop guess (speed only: libm is fine here)
+_GUESS_LOGITS = (np.log((np.arange(4096) + 0.5) / (4096 - 0.5 - np.arange(4096))) + LOGISTIC.radius) * _U_SCALE
+
+
+def _logistic_guess(cf, slope, offset, mean, precision):
+    """Invert the float logistic: level mu + 1/2 + s logit(u) at the mass fraction u of cf (the floor offset
+    C(e) - floor(...) = e taken as mu), from a table of logit; u = edge * slope - offset is the same argument
+    as in C."""
+    frac = cf - _clip(mean, 0, LEVELS - 1)
+    frac *= len(_GUESS_LOGITS) / ((1 << precision) - LEVELS)
+    t = _GUESS_LOGITS.take(frac.astype(np.int64), mode="clip")
+    t += offset
+    t /= slope
+    t += 0.5
+    _clip(t, 0, LEVELS - 1, out=t)
+    return t.astype(np.int64)
 
 
 class LogisticMixture(_LevelCodec):
@@ -336,26 +380,29 @@ class LogisticMixture(_LevelCodec):
         means = _params(means)
         k = means.shape[-1]
         self._setup(means.reshape(-1, k), _params(log_scales, (-1, k)), precision)
-        self._weights = quantize_weights(_params(logit_weights, (-1, k)))
-        if self._weights.shape != self._means.shape:
+        self._logits = _params(logit_weights, (-1, k))
+        if self._logits.shape != self._means.shape:
             raise ValueError("logit_weights and means differ in shape")
         self._sub = max(1, _SUB // k)
 
     def _params(self, idx):
-        return *super()._params(idx), self._weights[idx]
+        """Snapped parameters with the components first: (K, m) arrays, so sums over K add whole rows."""
+        raw = (self._means, self._log_scales, self._logits)
+        means, log_scales, logits = (np.ascontiguousarray(p[idx].T) for p in raw)
+        return *_snap_logistic(means, log_scales), _weights(logits)
 
     def _cdf(self, e, params):
         slope, offset, _, weights = params
-        c = LOGISTIC.scaled(self._u(e, slope, offset))
-        c *= weights
-        m = c.sum(axis=-1)
+        c = LOGISTIC.scaled(self._u(e, slope, offset))  # (K, ..., m)
+        c *= weights.reshape(c.shape[:1] + (1,) * (c.ndim - 2) + c.shape[-1:])
+        m = np.add.reduce(c, axis=0)
         m *= (1 << self.precision) - LEVELS
         m >>= ONE_BITS + WEIGHT_BITS
         m += e
         return m
 
     def _guess(self, cf, params):
-        """No cheap inverse for a mixture: bisect."""
+        """No cheap inverse for a mixture (the heaviest component's guesses mostly miss): bisect."""
         return None
 
 
@@ -392,7 +439,7 @@ class GaussianLatent:
         return self._centres.take(buckets)
 
 
-# standard normal quantiles at mass fractions (k + 1/2) / 4096, for the posterior's pop guess
+# standard normal quantiles at mass fractions (k + 1/2) / 4096 for the posterior's pop guess (speed only)
 _GUESS_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 4096) for k in range(4096)])
 
 
@@ -400,7 +447,7 @@ class GaussianPosterior(_LazyCdfCodec):
     """N(mu, sigma^2) over the buckets of a ``GaussianLatent``:
     C(i) = floor(Phi_int((e_i - mu) / sigma) (2^p - 2^b) / 2^24) + i, so every bucket keeps freq >= 1.
 
-    As for the logistic, Phi_int is ``NORMAL.scaled(u)`` at u = e_i * (2^20 / sigma) - (mu 2^20 / sigma - 8 2^20).
+    As for the logistic, Phi_int is ``NORMAL.scaled(u)`` at u = e_i (2^20 / sigma) - (mu 2^20 / sigma - 8 2^20).
     """
 
     def __init__(self, latent, mu, log_sigma, precision):

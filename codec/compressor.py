@@ -59,7 +59,7 @@ def compress(pictures: list[Picture], names: list[str], model_name: str, params:
             _alpha_codec(rec.alpha_values, index.size).push(msg, index)
     msg, fixed_first = TileCoder(model, params, device).encode(msg, [p.color for p in pictures], progress)
     header = Header(name, digest[:8], params.tile, params.batch, params.latent_bits, params.posterior_precision,
-                    params.pixel_precision, msg.lanes, fixed_first, archive, records)
+                    params.pixel_precision, params.threads, msg.lanes, fixed_first, archive, records)
     return pack(header, msg.to_bytes())
 
 
@@ -75,7 +75,7 @@ def decompress(data: bytes, device: str = "cpu", model_override: str | None = No
         raise ModelError(f"the file was made with other weights of model {header.model!r} (hash mismatch)")
     model.to(device)
     params = CodingParams(header.tile, header.batch, header.latent_bits, header.posterior_precision,
-                          header.pixel_precision)
+                          header.pixel_precision, header.threads)
     colors = [1 if r.mode in ("L", "LA", "1") else 3 for r in header.images]
     try:
         msg = Message.from_bytes(payload, header.lanes)
@@ -90,7 +90,8 @@ def decompress(data: bytes, device: str = "cpu", model_override: str | None = No
                 pic.alpha = np.full(pic.size, rec.alpha_values[0][0], np.uint8)
         msg.check_initial()
     except CorruptMessage as e:
-        raise FormatError(f"corrupt .vz file ({e})") from None
+        raise FormatError(f"cannot decode this .vz file although its CRC is intact ({e}): it was probably encoded "
+                          f"on a machine whose network arithmetic differs (another CPU type or a GPU)") from None
     for pic, rec in zip(pictures, header.images):
         if checksum(pic) != rec.checksum:
             raise FormatError(f"decoded pixels of {rec.name or 'the image'} fail the checksum: the file is corrupt "

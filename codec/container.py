@@ -11,7 +11,8 @@ MODE_CODES = {"L": 0, "LA": 1, "RGB": 2, "RGBA": 3, "1": 4}
 MODE_NAMES = {v: k for k, v in MODE_CODES.items()}
 HASH_BYTES = 8
 LIMITS = {"images": 1 << 20, "side": 1 << 20, "pixels": 1 << 28, "name": 4096, "lanes": 1 << 20, "tile": 1 << 14,
-          "batch": 1 << 12}
+          "batch": 1 << 12,
+          "threads": 256}
 
 
 class FormatError(ValueError):
@@ -38,6 +39,7 @@ class Header:
     latent_bits: int
     posterior_precision: int
     pixel_precision: int
+    threads: int                       # intra-op threads of the network calls (results depend on it)
     lanes: int
     fixed_first: bool                  # the first batch was coded with z at the prior median, without bits back
     archive: bool
@@ -89,7 +91,7 @@ def pack(header: Header, payload: bytes) -> bytes:
     out = bytearray(MAGIC + bytes([VERSION, int(header.archive) | int(header.fixed_first) << 1]))
     out += _bytes(header.model.encode()) + header.weights
     for v in (header.tile, header.batch, header.latent_bits, header.posterior_precision, header.pixel_precision,
-              header.lanes, len(header.images)):
+              header.threads, header.lanes, len(header.images)):
         out += _varint(v)
     for im in header.images:
         if header.archive:
@@ -121,6 +123,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     weights = r.take(HASH_BYTES)
     tile, batch = r.varint(LIMITS["tile"], "tile size"), r.varint(LIMITS["batch"], "batch size")
     latent_bits, post_p, pix_p = (r.varint(24, "precision") for _ in range(3))
+    threads = r.varint(LIMITS["threads"], "thread count")
     lanes = r.varint(LIMITS["lanes"], "lane count")
     count = r.varint(LIMITS["images"], "image count")
     images = []
@@ -135,7 +138,8 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         icc = r.blob(1 << 24, "ICC profile")
         alpha = [(r.take(1)[0], r.varint(h * w, "alpha count")) for _ in range(r.varint(256, "alpha table"))]
         images.append(ImageRecord(name, mode, h, w, icc, alpha, r.take(8)))
-    if tile == 0 or batch == 0 or lanes == 0:
+    if 0 in (tile, batch, lanes, threads):
         raise FormatError("corrupt .vz file: zero coding parameter")
-    header = Header(model, weights, tile, batch, latent_bits, post_p, pix_p, lanes, fixed_first, archive, images)
+    header = Header(model, weights, tile, batch, latent_bits, post_p, pix_p, threads, lanes, fixed_first, archive,
+                    images)
     return header, data[r.pos:-4]

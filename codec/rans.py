@@ -16,10 +16,9 @@ HEAD0 = 0xDA5A5A5A  # initial head of every lane, in [2^31, 2^32)
 VIRTUAL_WORD = 0x5A5A5A5A
 HEAD_MIN = 1 << 31
 MAX_PRECISION = 24
-# push and pop work on at most this many lanes at a time: their temporaries then stay below glibc's default
-# 128 KiB mmap threshold and reuse heap memory instead of faulting in fresh pages, which costs more than the
-# arithmetic.  (The chunk semantics are unchanged.)
-SUB_LANES = 8000
+# push and pop work on at most this many lanes at a time (the chunk semantics are unchanged): temporaries stay
+# cache-sized and are not freshly page-faulted per chunk, while the per-call overhead of NumPy stays amortized.
+SUB_LANES = 1 << 15
 _LEN_BITS = 5  # per-lane bit-length code in the serialized head: bit_length - 32, in 0..31
 
 
@@ -163,9 +162,12 @@ def _check_precision(precision):
 
 def push(msg, start, freq, precision):
     """Push symbols given as integer ``start``/``freq`` arrays (freq >= 1, start + freq <= 2^precision)."""
-    start, freq = np.asarray(start), np.asarray(freq)
+    _check_precision(precision)
+    start, freq = np.asarray(start, dtype=np.int64), np.asarray(freq, dtype=np.int64)
     if start.shape != freq.shape or start.ndim != 1:
         raise ValueError("start and freq must be 1-d arrays of one length")
+    if start.size and (start.min() < 0 or freq.min() < 1 or (start + freq).max() > 1 << precision):
+        raise ValueError(f"need start >= 0, freq >= 1 and start + freq <= 2^{precision}")
     push_with(msg, start.size, lambda idx: (start[idx], freq[idx]), precision)
 
 
@@ -193,33 +195,33 @@ def push_with(msg, n, start_freq, precision):
 
 
 def pop(msg, n, lookup, precision):
-    """Pop ``n`` symbols; return (symbols, start, freq) arrays of length n.
+    """Pop ``n`` symbols and return them.
 
     ``lookup(cf, idx)`` maps the cumulative frequencies ``cf`` (uint64, read only) of the symbols at the slice
-    ``idx`` to (symbols, start, freq) arrays with start <= cf < start + freq.
+    ``idx`` to (symbols, start, freq) arrays with start <= cf < start + freq.  (The codecs' ``start_freq``
+    gives the intervals of the returned symbols again where a caller needs them.)
     """
     _check_precision(precision)
     lanes, mask = msg.lanes, np.uint64((1 << precision) - 1)
     symbols = None
-    start, freq = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64)
     for lo in range(0, n, lanes):
         r = min(lanes, n - lo)
         for a in range((r - 1) // SUB_LANES * SUB_LANES, -1, -SUB_LANES):  # higher lanes refill first
             b = min(a + SUB_LANES, r)
             x, idx = msg.head[a:b], slice(lo + a, lo + b)
             cf = x & mask
-            sym, start[idx], freq[idx] = lookup(cf, idx)
+            sym, start, freq = lookup(cf, idx)
             if symbols is None:
                 symbols = np.empty(n, dtype=np.asarray(sym).dtype)
             symbols[idx] = sym
             x >>= precision
-            x *= freq[idx]
+            x *= _as_u64(freq)
             x += cf
-            x -= start[idx]
+            x -= _as_u64(start)
             refill = np.flatnonzero(x < HEAD_MIN)
             if refill.size:
                 words = x[refill]
                 words <<= 32
                 words |= msg._take(refill.size)
                 x[refill] = words
-    return (np.empty(0, dtype=np.int64) if symbols is None else symbols), start, freq
+    return np.empty(0, dtype=np.int64) if symbols is None else symbols

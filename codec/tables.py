@@ -2,8 +2,8 @@
 
 Decoding must reproduce the encoder's integer frequencies bit for bit, also on another machine, so nothing
 at coding time may depend on a transcendental function of the platform's libm.  Every table here is built once
-at import from Python's ``decimal`` module (software arithmetic, correctly rounded ``exp``), so its values are
-the same everywhere.  At coding time a CDF is evaluated from a float64 argument ``t`` by pure integer
+(at import; bucket edges on first use) with Python's ``decimal`` module (software arithmetic, correctly rounded
+``exp``), so its values are the same everywhere.  At coding time a CDF is evaluated from a float64 argument ``t`` by pure integer
 interpolation; the caller must build ``t`` from already-quantized parameters with IEEE basic operations only
 (+ - * /, floor, clip), which are exactly reproducible.
 """
@@ -99,7 +99,7 @@ def exp_table(start, step, count):
 
 
 def _normal_quantile(q):
-    """Phi^-1(q) for a Fraction 0 < q < 1/2 as float64: a Newton step in decimal from the float estimate."""
+    """Phi^-1(q) for a Fraction 0 < q < 1/2 as float64: Newton steps in decimal from the float estimate."""
     with localcontext() as ctx:
         ctx.prec = _PREC
         x = Decimal(NormalDist().inv_cdf(float(q)))

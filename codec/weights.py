@@ -63,6 +63,12 @@ def _metadata(path: Path) -> dict:
         return json.loads(f.read(min(header_len, 1 << 24)))["__metadata__"]
 
 
+def reference_planes(files: list[str]) -> list:
+    """Colour planes of the small reference images in ``assets/reference`` that shipped models record -ELBOs on."""
+    from .image import read_image
+    return [read_image((ASSETS / "reference" / f).read_bytes()).color for f in files]
+
+
 def model_info(path: Path) -> dict:
     """The free-form training record stored with the weights."""
     return json.loads(_metadata(path).get("info", "{}"))

@@ -1,0 +1,108 @@
+"""Ship a trained model: measure its bounds on the test data, record them, write assets/ and assets/MODELS.md.
+
+    python bench/models.py cifar10 [--weights runs/cifar10/cifar10.safetensors] [--data ../shared/data]
+
+Measures -ELBO (k = 1) on the first ``--n1`` test images and IWAE at k = 10 and 100 on the first ``--n10`` and
+``--n100``, records the -ELBO of the reference images in assets/reference (the tests check it), and copies the
+weights with this record into ``assets/<name>.safetensors``. MODELS.md is rebuilt from every shipped model.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from codec import data  # noqa: E402
+from codec.bound import image_bounds, summary  # noqa: E402
+from codec.image import read_image  # noqa: E402
+from codec.model import count_parameters  # noqa: E402
+from codec.weights import ASSETS, load_model, model_info, reference_planes, save_model  # noqa: E402
+
+TEST_SETS = {"mnist": "MNIST test", "cifar10": "CIFAR-10 test", "photo": "Kodak (24 images)"}
+REFERENCES = {"mnist": ["mnist-test-0.png", "mnist-test-1.png"],
+              "cifar10": ["cifar10-test-0.png", "cifar10-test-1.png"], "photo": ["photo-crop.png"]}
+TILE = 128
+
+
+def test_planes(name: str, root: Path | None) -> list[np.ndarray]:
+    if name == "mnist":
+        return list(data.load_mnist("test", root))
+    if name == "cifar10":
+        return list(data.load_cifar10("test", root))
+    return [read_image(p.read_bytes()).color for p in data.kodak_paths(root)]
+
+
+def measure(model, planes: list[np.ndarray], k: int, n: int) -> dict:
+    t0 = time.time()
+    b = image_bounds(model, planes[:n], k=k, tile=TILE, seed=k)
+    elbo, elbo_se = summary(b.elbo_bits, b.subpixels)
+    iwae, iwae_se = summary(b.iwae_bits, b.subpixels)
+    return {"k": k, "images": len(planes[:n]), "elbo": round(elbo, 4), "elbo_se": round(elbo_se, 4),
+            "iwae": round(iwae, 4), "iwae_se": round(iwae_se, 4), "seconds": round(time.time() - t0)}
+
+
+def models_md() -> str:
+    lines = ["# Shipped models", "",
+             "Regenerate a row with `python bench/models.py NAME` after `vaezip train NAME ...`. Rates are bits per",
+             "subpixel on the test data below (never trained on), -ELBO and IWAE estimate with one standard error,",
+             "measured on the codec's 128x128 tiles.", ""]
+    for path in sorted(ASSETS.glob("*.safetensors")):
+        info = model_info(path)
+        model, _, digest = load_model(path.stem)
+        c = model.config
+        lines += [f"## `{path.stem}`", "",
+                  f"- architecture: VAE, latent {c.latent} channels at stride {c.stride}; decoder in "
+                  f"{model.num_stages} sub-grid stages (levels={c.levels}), stage width {c.stage_width}, "
+                  f"{c.stage_blocks} residual block(s) per stage, {c.mixtures}-component discretized logistic "
+                  f"mixture per subpixel{' with linear channel dependence' if c.channels == 3 else ''}; encoder "
+                  f"width {c.width}",
+                  f"- parameters: {count_parameters(model):,} ({path.stat().st_size / 2 ** 20:.1f} MiB); "
+                  f"weights sha256 {digest.hex()[:16]}",
+                  f"- training: {info.get('dataset')} ({'random %d px crops of photos-train' % info['crop'] if info.get('crop') else 'train split'}), "
+                  f"{info.get('steps')} steps of batch {info.get('batch')}, Adam lr {info.get('lr')}, "
+                  f"seed {info.get('seed')}, {info.get('wall_seconds', 0) / 60:.0f} min on 2 CPU cores "
+                  f"(sharing them with other jobs); validation -ELBO {info.get('validation_bpd')}", "",
+                  f"| {TEST_SETS[path.stem]} | images | -ELBO | IWAE |", "|---|---|---|---|"]
+        for m in info.get("test", []):
+            lines.append(f"| k = {m['k']} | {m['images']} | {m['elbo']:.4f} ± {m['elbo_se']:.4f} | "
+                         f"{m['iwae']:.4f} ± {m['iwae_se']:.4f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name", choices=sorted(TEST_SETS))
+    ap.add_argument("--weights", type=Path, default=None)
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--n1", type=int, default=10000)
+    ap.add_argument("--n10", type=int, default=1000)
+    ap.add_argument("--n100", type=int, default=100)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    weights = args.weights or Path("runs") / args.name / f"{args.name}.safetensors"
+    model, _, _ = load_model(str(weights))
+    planes = test_planes(args.name, args.data)
+    tests = [measure(model, planes, k, n) for k, n in ((1, args.n1), (10, args.n10), (100, args.n100))]
+    for m in tests:
+        print(f"{args.name} k={m['k']} on {m['images']}: -ELBO {m['elbo']} ± {m['elbo_se']}, "
+              f"IWAE {m['iwae']} ± {m['iwae_se']} ({m['seconds']} s)", flush=True)
+    refs = REFERENCES[args.name]
+    ref_bits = image_bounds(model, reference_planes(refs), k=1, tile=TILE, seed=0).elbo_bits
+    info = {**model_info(weights), "test": tests,
+            "reference": {"images": refs, "tile": TILE, "seed": 0, "elbo_bits": [float(v) for v in ref_bits]}}
+    save_model(model, ASSETS / f"{args.name}.safetensors", info)
+    (ASSETS / "MODELS.md").write_text(models_md())
+    print(f"wrote assets/{args.name}.safetensors and assets/MODELS.md (k=1 -ELBO {tests[0]['elbo']} bpd, "
+          f"{math.fsum(ref_bits):.1f} bits on the reference images)")
+
+
+if __name__ == "__main__":
+    main()
