@@ -109,7 +109,7 @@ def main():
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
-              help="Tiles per network call.")
+              help="Tiles per network call (smaller tiles are grouped up to the same pixel count).")
 @click.option("--tile", type=click.IntRange(8, 4096), default=128, show_default=True,
               help="Tile size in pixels (a multiple of the model stride).")
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True,

@@ -60,8 +60,8 @@ class TileCoder:
     def _posterior(self, x: np.ndarray) -> codecs.TableCodec:
         with network(self.params.threads):
             mean, log_std = self.model.posterior(self._tensor(x))
-        return self.latent.posterior(_f64(mean).ravel(), np.exp(_f64(log_std)).ravel(),
-                                     self.params.posterior_precision)
+        return self.latent.posterior(_f64(mean).ravel(), precision=self.params.posterior_precision,
+                                     log_sigma=_f64(log_std).ravel())
 
     def _features(self, z_idx: np.ndarray, shape: tuple[int, ...]) -> list[torch.Tensor]:
         z = torch.from_numpy(self.latent.centres(z_idx).reshape(shape).astype(np.float32)).to(self.device)
@@ -130,7 +130,8 @@ class TileCoder:
 
     # ---- whole jobs -----------------------------------------------------------------------------------------------
     def batches(self, sizes: list[tuple[int, int]]) -> list[list[Tile]]:
-        return plan_batches(plan_tiles(sizes, self.params.tile, self.model.config.stride), self.params.batch)
+        tiles = plan_tiles(sizes, self.params.tile, self.model.config.stride)
+        return plan_batches(tiles, self.params.batch, self.params.tile)
 
     def encode(self, msg: Message, planes: list[np.ndarray], progress=None) -> tuple[Message, bool]:
         """Push every tile onto msg; returns the final message and whether the first batch has a fixed latent.

@@ -33,7 +33,8 @@ def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = 1
     channels = model.config.channels
     elbo = np.zeros(len(planes))
     iwae = np.zeros(len(planes))
-    for group in plan_batches(plan_tiles([p.shape[1:] for p in planes], tile, model.config.stride), batch):
+    tiles = plan_tiles([p.shape[1:] for p in planes], tile, model.config.stride)
+    for group in plan_batches(tiles, batch, tile):
         x, mask = gather(planes, group)
         coded = x.shape[1]
         xt = torch.from_numpy(np.repeat(x, channels // coded, axis=1)).to(device)

@@ -93,25 +93,29 @@ def _bisect(cdf_at, cf, bits, top, one):
 class Categorical(TableCodec):
     """Symbols from an integer CDF table: shape (K+1,) shared by ``n`` symbols, or one row per symbol (n, K+1).
 
-    Every row must start at 0, end at 2^p (1 <= p <= 24) and increase strictly (every freq >= 1).
+    Every row must start at 0, end at 2^p (1 <= p <= 24) and increase strictly (every freq >= 1).  ``precision``
+    p is read from the table unless given (a table with no rows needs it).
     """
 
-    def __init__(self, cdf, n=None):
+    def __init__(self, cdf, n=None, precision=None):
         cdf = np.asarray(cdf)
         if cdf.ndim not in (1, 2) or cdf.shape[-1] < 2 or cdf.dtype.kind not in "iu":
             raise ValueError("cdf must be an integer array of shape (K+1,) or (n, K+1), K >= 1")
         cdf = cdf.astype(np.int64)
-        total = int(cdf.flat[cdf.shape[-1] - 1]) if cdf.size else 1
-        self.precision = total.bit_length() - 1
-        if total != 1 << self.precision or not 1 <= self.precision <= rans.MAX_PRECISION:
-            raise ValueError(f"cdf must end at 2^p with 1 <= p <= {rans.MAX_PRECISION}, got {total}")
+        if precision is None:
+            if not cdf.size:
+                raise ValueError("a cdf table without rows needs its precision")
+            precision = int(cdf.flat[cdf.shape[-1] - 1]).bit_length() - 1
+        rans._check_precision(precision)
+        total = 1 << precision
         if np.any(cdf[..., 0] != 0) or np.any(cdf[..., -1] != total) or np.any(np.diff(cdf, axis=-1) <= 0):
-            raise ValueError("every cdf row must start at 0, end at 2^p and increase strictly")
+            raise ValueError(f"every cdf row must start at 0, end at 2^{precision} and increase strictly")
         if cdf.ndim == 2 and n not in (None, cdf.shape[0]):
             raise ValueError(f"n={n} does not match the cdf's {cdf.shape[0]} rows")
         if cdf.ndim == 1 and n is None:
             raise ValueError("a shared cdf needs n")
-        self.cdf, self.n, self.alphabet = cdf, cdf.shape[0] if cdf.ndim == 2 else n, cdf.shape[-1] - 1
+        self.cdf, self.precision, self.alphabet = cdf, precision, cdf.shape[-1] - 1
+        self.n = cdf.shape[0] if cdf.ndim == 2 else n
 
     def _flat_index(self, symbols, idx):
         rows = np.arange(*idx.indices(self.n))

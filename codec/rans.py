@@ -18,7 +18,7 @@ HEAD_MIN = 1 << 31
 MAX_PRECISION = 24
 # push and pop work on at most this many lanes at a time (the chunk semantics are unchanged): temporaries stay
 # cache-sized and are not freshly page-faulted per chunk, while the per-call overhead of NumPy stays amortized.
-SUB_LANES = 1 << 15
+SUB_LANES = 1 << 14
 _LEN_BITS = 5  # per-lane bit-length code in the serialized head: bit_length - 32, in 0..31
 
 

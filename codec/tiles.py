@@ -2,8 +2,9 @@
 
 Tiles are ``tile`` x ``tile`` crops in row-major order; edge tiles are smaller. Every tile is padded up to a
 multiple of the model stride with a constant value; padding is never coded, so it costs nothing but context.
-Batches hold tiles of one padded shape. The very first batches grow 1, 2, 4, ... tiles so that the initial
-bits (the posterior pops that nothing has been pushed for yet) cover a single tile.
+Batches hold tiles of one padded shape. The very first batches grow 1, 1, 2, 2, 4, 4, ... tiles: the first
+batch's posterior pops have nothing to take bits back from, and each later batch then finds about as many bits
+in the message as its own pops need, even for a latent whose posterior carries as many bits as its tile.
 """
 from __future__ import annotations
 
@@ -40,18 +41,20 @@ def plan_tiles(sizes: list[tuple[int, int]], tile: int, stride: int) -> list[Til
     return out
 
 
-def plan_batches(tiles: list[Tile], batch: int) -> list[list[Tile]]:
-    """Consecutive same-shape tiles in batches of at most ``batch``; the first batches grow 1, 2, 4, ..."""
+def plan_batches(tiles: list[Tile], batch: int, tile: int) -> list[list[Tile]]:
+    """Consecutive same-shape tiles in batches of at most ``batch`` full tiles' worth of pixels (so many more
+    small tiles, e.g. whole CIFAR images, share a call); the first batches grow 1, 1, 2, 2, 4, 4, ..."""
     groups: dict[tuple[int, int], list[Tile]] = {}
     for t in tiles:
         groups.setdefault((t.ph, t.pw), []).append(t)
-    batches, limit = [], 1
-    for group in groups.values():
+    batches = []
+    for (ph, pw), group in groups.items():
+        most = max(1, batch * tile * tile // (ph * pw))
         i = 0
         while i < len(group):
+            limit = min(most, 1 << (len(batches) // 2))
             batches.append(group[i:i + limit])
             i += limit
-            limit = min(batch, 2 * limit)
     return batches
 
 

@@ -159,6 +159,11 @@ def test_categorical_validation():
             C.Categorical(np.array(bad), 3)
     with pytest.raises(ValueError):
         C.Categorical(np.array([0, 4, 8]))  # shared cdf without n
+    with pytest.raises(ValueError, match="precision"):
+        C.Categorical(np.zeros((0, 3), dtype=np.int64))
+    assert C.Categorical(np.zeros((0, 3), dtype=np.int64), precision=5).n == 0
+    with pytest.raises(ValueError):
+        C.Categorical(np.array([0, 4, 8]), 2, precision=4)
     with pytest.raises(ValueError, match="out of range"):
         C.Categorical(np.array([0, 4, 8]), 2).push(Message(1), np.array([0, 2]))
 
@@ -332,7 +337,8 @@ def test_interleaved_pushes_and_pops_undo_exactly(seed, steps, lanes):
         if kind == 0:
             return C.Uniform(n, int(rng.integers(1, 25)))
         if kind == 1:
-            return C.Categorical(cdf_from_probs(rng.dirichlet(np.ones(7), n), int(rng.integers(3, 20))))
+            precision = int(rng.integers(3, 20))
+            return C.Categorical(cdf_from_probs(rng.dirichlet(np.ones(7), n), precision), precision=precision)
         if kind == 2:
             return C.Logistic(rng.uniform(0, 255, n), rng.uniform(-2, 4, n), int(rng.integers(9, 25)))
         return C.GaussianLatent(5).posterior(rng.normal(size=n), np.exp(rng.uniform(-4, 1, n)))
