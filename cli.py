@@ -267,18 +267,23 @@ def demo(model):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-every", type=int, default=500, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--stop-at", type=int, default=None,
+              help="Pause after this step (checkpointed); a later run with the same --steps resumes the schedule.")
+@click.option("--init", default=None, help="Start from these weights (e.g. a shipped model) if no checkpoint exists.")
 @click.option("--data", "data_root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset folder [default: ../shared/data].")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Checkpoint folder [default: runs/DATASET].")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Exported weights [default: runs/DATASET/DATASET.safetensors].")
-def train(dataset, steps, batch, crop, lr, seed, eval_every, device, data_root, run_dir, out):
+@friendly
+def train(dataset, steps, batch, crop, lr, seed, eval_every, device, stop_at, init, data_root, run_dir, out):
     """Train a model on DATASET (resumes from the run folder's checkpoint)."""
     from codec.train import TrainSettings, train as run
 
     run_dir = run_dir or Path("runs") / dataset
-    info = run(TrainSettings(dataset, steps, batch, crop, lr, seed, eval_every, device), run_dir,
+    info = run(TrainSettings(dataset, steps, batch, crop, lr, seed, eval_every, device, init, stop_at),
+               run_dir,
                out or run_dir / f"{dataset}.safetensors", data_root)
     click.echo(f"trained {dataset}: validation -ELBO {info['validation_bpd']} bpd in {info['wall_seconds']} s")
 

@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 # mode -> (colour planes, has alpha); "1" goes through L (0/255) and is restored exactly
 MODES = {"L": (1, False), "LA": (1, True), "RGB": (3, False), "RGBA": (3, True), "1": (1, False)}
 MAX_PIXELS = 1 << 28
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS     # Pillow's decompression-bomb guard, at vaezip's own limit
 
 
 class ImageError(ValueError):
@@ -40,16 +41,23 @@ class Picture:
 
 def read_image(data: bytes, name: str = "input") -> Picture:
     """Decode an image file's bytes; unsupported modes are refused with a one-line reason."""
+    unreadable = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
     try:
         im = Image.open(io.BytesIO(data))
+    except unreadable as e:
+        raise ImageError(f"{name}: not a readable image ({e})") from None
+    if im.width * im.height > MAX_PIXELS:
+        raise ImageError(f"{name}: {im.width}x{im.height} is larger than vaezip's limit of {MAX_PIXELS} pixels")
+    deep = any("16" in str(t.args) for t in im.tile)          # Pillow would reduce 16-bit samples to 8 bits
+    try:
         im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except unreadable as e:
         raise ImageError(f"{name}: not a readable image ({e})") from None
     if im.mode not in MODES:
         raise ImageError(f"{name}: unsupported image mode {im.mode} (vaezip codes L, LA, RGB, RGBA and 1; "
                          f"convert it first, e.g. to RGB or RGBA, if that is lossless for this image)")
-    if im.width * im.height > MAX_PIXELS:
-        raise ImageError(f"{name}: {im.width}x{im.height} is larger than vaezip's limit of {MAX_PIXELS} pixels")
+    if deep:
+        raise ImageError(f"{name}: 16-bit samples are not supported (vaezip codes 8-bit images losslessly)")
     mode = im.mode
     icc = im.info.get("icc_profile") or b""
     arr = np.asarray(im.convert("L") if mode == "1" else im)

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from . import data
 from .model import VAE, Config, count_parameters
-from .weights import save_model
+from .weights import ModelError, load_model, save_model
 
 KL_WARMUP = 0.1   # the KL weight ramps from 0 to 1 over this fraction of the steps, against posterior collapse
 PRESETS = {
@@ -33,6 +33,8 @@ class TrainSettings:
     seed: int = 0
     eval_every: int = 500
     device: str = "cpu"
+    init: str | None = None   # weights (name or .safetensors) to start from when there is no checkpoint
+    stop: int | None = None   # pause after this step (checkpointed), keeping the schedule of ``steps``
 
 
 def _datasets(dataset: str, crop: int, root: Path | None):
@@ -98,11 +100,17 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
         step, elapsed = state["step"], state["elapsed"]
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
+    elif s.init:
+        start_model, _, _ = load_model(s.init)
+        if start_model.config != model.config:
+            raise ModelError(f"--init {s.init}: its configuration differs from the {s.dataset} preset")
+        model.load_state_dict(start_model.state_dict())
     log = open(run_dir / "log.jsonl", "a")
     start = time.time() - elapsed
     bar = tqdm(total=s.steps, initial=step, desc=f"train {s.dataset}", dynamic_ncols=True)
     model.train()
-    while step < s.steps:
+    end = min(s.steps, s.stop or s.steps)
+    while step < end:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, s)
         xb = torch.from_numpy(np.ascontiguousarray(_batch(source, s, rng))).to(s.device)
@@ -117,7 +125,7 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
         step += 1
         bar.update(1)
         bar.set_postfix(bpd=f"{loss.item():.3f}", kl=f"{kl.mean().item() / (dims * math.log(2)):.3f}")
-        if step % s.eval_every == 0 or step == s.steps:
+        if step % s.eval_every == 0 or step == end:
             val_bpd = bits_per_dim(model, val, s.device)
             elapsed = time.time() - start
             log.write(json.dumps({"step": step, "train_bpd": loss.item(), "val_bpd": val_bpd,

@@ -14,20 +14,21 @@ from codec.weights import save_model
 TINY = dict(levels=2, latent=4, width=16, stage_width=16, mixtures=2)
 
 
+def _tiny_model(tmp_path_factory, name: str, channels: int) -> str:
+    torch.manual_seed(channels)
+    path = tmp_path_factory.mktemp("models") / f"{name}.safetensors"
+    save_model(VAE(Config(channels=channels, **TINY)), path)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def tiny_rgb(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("models") / "tiny_rgb.safetensors"
-    save_model(VAE(Config(channels=3, **TINY)), path)
-    return str(path)
+    return _tiny_model(tmp_path_factory, "tiny_rgb", 3)
 
 
 @pytest.fixture(scope="session")
 def tiny_gray(tmp_path_factory) -> str:
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("models") / "tiny_gray.safetensors"
-    save_model(VAE(Config(channels=1, **TINY)), path)
-    return str(path)
+    return _tiny_model(tmp_path_factory, "tiny_gray", 1)
 
 
 def smooth_image(h: int, w: int, channels: int, seed: int = 0) -> np.ndarray:

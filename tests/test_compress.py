@@ -172,6 +172,19 @@ def test_error_unsupported_mode(tiny_rgb, tmp_path, mode):
     _fails(["compress", str(tmp_path / "x.tif"), "--model", tiny_rgb], "unsupported image mode", tmp_path)
 
 
+def test_error_16_bit_png_is_refused_not_truncated(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    rows = b"".join(b"\0" + bytes(range(18)) for _ in range(2))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 2, 16, 2, 0, 0, 0)) +
+           chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    (tmp_path / "deep.png").write_bytes(png)
+    _fails(["compress", str(tmp_path / "deep.png")], "16-bit samples are not supported", tmp_path)
+
+
 def test_error_missing_input(tmp_path):
     _fails(["compress", str(tmp_path / "nope.png")], "no such file", tmp_path)
     _fails(["decompress", str(tmp_path / "nope.vz")], "no such file", tmp_path)
