@@ -125,15 +125,14 @@ def measure(method: Method, images: list[np.ndarray], timing: int, runs: int) ->
 
 
 def overhead(files: list[bytes], elbo_bits: float) -> dict:
-    """Bits of a set of .vz files split into header (without checksums), checksums (per image and the file's
+    """Bits of a set of .vz files split into header (without checksums), checksums (the pixels' and the file's
     CRC-32), per-lane flush (the folded heads and the tail length) and the rANS tail, compared with -ELBO."""
     header = checksums = flush = tail = lanes = fixed_first = 0
     for data in files:
         head, payload = unpack(data)
         words = Message.from_bytes(payload, head.lanes).tail.size
-        image_sums = sum(len(im.checksum) for im in head.images)
-        header += len(data) - len(payload) - 4 - image_sums
-        checksums += image_sums + 4
+        header += len(data) - len(payload) - 4 - len(head.checksum)
+        checksums += len(head.checksum) + 4
         flush += len(payload) - 4 * words
         tail += 4 * words
         lanes += head.lanes
@@ -249,7 +248,7 @@ def markdown(r: dict) -> str:
               f"- first {r['iwae_images']} images, k = {r['iwae_k']}: −ELBO {b['subset_elbo'][0]:.4f} ± "
               f"{b['subset_elbo'][1]:.4f}, IWAE {b['subset_iwae'][0]:.4f} ± {b['subset_iwae'][1]:.4f}", "",
               "## Overhead of the real files over −ELBO", "",
-              "Header: everything before the payload except the image checksums. Checksums: 8 bytes per image "
+              "Header: everything before the payload except the pixel checksum. Checksums: 8 bytes per file "
               "plus the file's 4-byte CRC-32. Flush: the folded per-lane rANS heads and the 4-byte tail length. "
               "Remainder: the rANS tail minus −ELBO (initial bits, latent and pixel quantization, coding loss).", "",
               "| | " + " | ".join(f"{name} (bits/dim) | bytes" for name in r["overhead"]) + " |",

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import codecs
 from .bitsback import CodingParams, TileCoder
-from .container import FormatError, Header, ImageRecord, pack, unpack
+from .container import CHECKSUM_BYTES, FormatError, Header, ImageRecord, pack, unpack
 from .image import Picture
 from .rans import CorruptMessage, Message
 from .weights import ModelError, load_model
@@ -17,8 +17,12 @@ SUBPIXELS_PER_LANE = 4096      # lane count = coded subpixels / this, at least 1
 MAX_LANES = 4096
 
 
-def checksum(pic: Picture) -> bytes:
-    return hashlib.blake2b(pic.pixel_bytes(), digest_size=8).digest()
+def checksum(pictures: list[Picture]) -> bytes:
+    """BLAKE2b of every image's pixels in order: one check of the whole decode, 8 bytes per file."""
+    h = hashlib.blake2b(digest_size=CHECKSUM_BYTES)
+    for pic in pictures:
+        h.update(pic.pixel_bytes())
+    return h.digest()
 
 
 def lane_count(pictures: list[Picture]) -> int:
@@ -52,14 +56,15 @@ def compress(pictures: list[Picture], names: list[str], model_name: str, params:
         if pic.alpha is not None:
             values, counts = np.unique(pic.alpha, return_counts=True)
             alpha = [(int(v), int(c)) for v, c in zip(values, counts)]
-        records.append(ImageRecord(image_name, pic.mode, *pic.size, pic.icc, alpha, checksum(pic)))
+        records.append(ImageRecord(image_name, pic.mode, *pic.size, pic.icc, alpha))
     for pic, rec in zip(pictures, records):        # alpha first: it serves as initial bits for the first tiles
         if len(rec.alpha_values) > 1:
             index = np.searchsorted([v for v, _ in rec.alpha_values], pic.alpha.ravel())
             _alpha_codec(rec.alpha_values, index.size).push(msg, index)
     msg, fixed_first = TileCoder(model, params, device).encode(msg, [p.color for p in pictures], progress)
     header = Header(name, digest[:8], params.tile, params.batch, params.latent_bits, params.posterior_precision,
-                    params.pixel_precision, params.threads, msg.lanes, fixed_first, archive, records)
+                    params.pixel_precision, params.threads, msg.lanes, fixed_first, archive, records,
+                    checksum(pictures))
     return pack(header, msg.to_bytes())
 
 
@@ -92,8 +97,7 @@ def decompress(data: bytes, device: str = "cpu", model_override: str | None = No
     except CorruptMessage as e:
         raise FormatError(f"cannot decode this .vz file although its CRC is intact ({e}): it was probably encoded "
                           f"on a machine whose network arithmetic differs (another CPU type or a GPU)") from None
-    for pic, rec in zip(pictures, header.images):
-        if checksum(pic) != rec.checksum:
-            raise FormatError(f"decoded pixels of {rec.name or 'the image'} fail the checksum: the file is corrupt "
+    if checksum(pictures) != header.checksum:
+        raise FormatError("the decoded pixels fail the checksum: the file is corrupt "
                               f"or was encoded on a platform whose network arithmetic differs")
     return header, pictures

@@ -10,6 +10,7 @@ VERSION = 1
 MODE_CODES = {"L": 0, "LA": 1, "RGB": 2, "RGBA": 3, "1": 4}
 MODE_NAMES = {v: k for k, v in MODE_CODES.items()}
 HASH_BYTES = 8
+CHECKSUM_BYTES = 8
 LIMITS = {"images": 1 << 20, "side": 1 << 20, "pixels": 1 << 28, "name": 4096, "lanes": 1 << 20, "tile": 1 << 14,
           "batch": 1 << 12,
           "threads": 256}
@@ -27,7 +28,6 @@ class ImageRecord:
     width: int
     icc: bytes = b""
     alpha_values: list[tuple[int, int]] = field(default_factory=list)   # (value, count) of the alpha plane
-    checksum: bytes = b""                                                 # 8-byte BLAKE2b of the pixels
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Header:
     fixed_first: bool                  # the first batch was coded with z at the prior median, without bits back
     archive: bool
     images: list[ImageRecord]
+    checksum: bytes                    # 8-byte BLAKE2b of every image's pixels, in order
 
 
 def _varint(v: int) -> bytes:
@@ -100,8 +101,7 @@ def pack(header: Header, payload: bytes) -> bytes:
         out += _varint(len(im.alpha_values))
         for value, count in im.alpha_values:
             out += bytes([value]) + _varint(count)
-        out += im.checksum
-    out += payload
+    out += header.checksum + payload
     return bytes(out + struct.pack("<I", zlib.crc32(out)))
 
 
@@ -137,9 +137,10 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
             raise FormatError(f"corrupt .vz file: image size {w}x{h} out of range")
         icc = r.blob(1 << 24, "ICC profile")
         alpha = [(r.take(1)[0], r.varint(h * w, "alpha count")) for _ in range(r.varint(256, "alpha table"))]
-        images.append(ImageRecord(name, mode, h, w, icc, alpha, r.take(8)))
+        images.append(ImageRecord(name, mode, h, w, icc, alpha))
+    checksum = r.take(CHECKSUM_BYTES)
     if 0 in (tile, batch, lanes, threads):
         raise FormatError("corrupt .vz file: zero coding parameter")
     header = Header(model, weights, tile, batch, latent_bits, post_p, pix_p, threads, lanes, fixed_first, archive,
-                    images)
+                    images, checksum)
     return header, data[r.pos:-4]
