@@ -13,7 +13,7 @@ from .rans import CorruptMessage, Message
 from .weights import ModelError, load_model
 
 ALPHA_PRECISION = 16
-SUBPIXELS_PER_LANE = 4096      # lane count = coded subpixels / this, at least 1 (per-lane cost: docs/FORMAT.md)
+SUBPIXELS_PER_LANE = 4096      # lane count = coded subpixels / this, at least 1 (about 36-52 bits per lane: docs/CODER.md)
 MAX_LANES = 4096
 
 

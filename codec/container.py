@@ -88,12 +88,8 @@ class _Reader:
         return self.take(self.varint(min(limit, len(self.data)), what))
 
 
-def pack(header: Header, payload: bytes) -> bytes:
-    out = bytearray(MAGIC + bytes([VERSION, int(header.archive) | int(header.fixed_first) << 1]))
-    out += _bytes(header.model.encode()) + header.weights
-    for v in (header.tile, header.batch, header.latent_bits, header.posterior_precision, header.pixel_precision,
-              header.threads, header.lanes, len(header.images)):
-        out += _varint(v)
+def _records(header: Header) -> bytes:
+    out = bytearray()
     for im in header.images:
         if header.archive:
             out += _bytes(im.name.encode())
@@ -101,7 +97,25 @@ def pack(header: Header, payload: bytes) -> bytes:
         out += _varint(len(im.alpha_values))
         for value, count in im.alpha_values:
             out += bytes([value]) + _varint(count)
-    out += header.checksum + payload
+    return bytes(out)
+
+
+def _deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return packer.compress(data) + packer.flush()
+
+
+def pack(header: Header, payload: bytes) -> bytes:
+    records = _records(header)
+    deflated = _bytes(_deflate(records))
+    small = len(deflated) < len(records)      # archives of similar images: their records deflate to almost nothing
+    flags = int(header.archive) | int(header.fixed_first) << 1 | int(small) << 2
+    out = bytearray(MAGIC + bytes([VERSION, flags]))
+    out += _bytes(header.model.encode()) + header.weights
+    for v in (header.tile, header.batch, header.latent_bits, header.posterior_precision, header.pixel_precision,
+              header.threads, header.lanes, len(header.images)):
+        out += _varint(v)
+    out += (deflated if small else records) + header.checksum + payload
     return bytes(out + struct.pack("<I", zlib.crc32(out)))
 
 
@@ -116,7 +130,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     r = _Reader(data[:-4])
     r.take(5)
     flags = r.take(1)[0]
-    if flags > 3:
+    if flags > 7:
         raise FormatError("corrupt .vz file: unknown flags")
     archive, fixed_first = bool(flags & 1), bool(flags & 2)
     model = r.blob(256, "model name").decode("utf-8", "replace")
@@ -126,6 +140,33 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     threads = r.varint(LIMITS["threads"], "thread count")
     lanes = r.varint(LIMITS["lanes"], "lane count")
     count = r.varint(LIMITS["images"], "image count")
+    if flags & 4:
+        images = _parse_records(_Reader(_inflate(r.blob(len(data), "image table"), count)), count, archive, True)
+    else:
+        images = _parse_records(r, count, archive, False)
+    checksum = r.take(CHECKSUM_BYTES)
+    if 0 in (tile, batch, lanes, threads):
+        raise FormatError("corrupt .vz file: zero coding parameter")
+    header = Header(model, weights, tile, batch, latent_bits, post_p, pix_p, threads, lanes, fixed_first, archive,
+                    images, checksum)
+    return header, data[r.pos:-4]
+
+
+def _inflate(data: bytes, count: int) -> bytes:
+    """Inflate the image table, never to more than ``count`` records of the largest possible size."""
+    limit = count * (LIMITS["name"] + (1 << 24) + 2048) + 1
+    unpacker = zlib.decompressobj(-15)
+    try:
+        out = unpacker.decompress(data, min(limit, 1 << 28))
+    except zlib.error:
+        raise FormatError("corrupt .vz file: bad image table") from None
+    if unpacker.unconsumed_tail or not unpacker.eof:
+        raise FormatError("corrupt .vz file: bad image table")
+    return out
+
+
+def _parse_records(r: _Reader, count: int, archive: bool, whole: bool) -> list[ImageRecord]:
+    """``count`` image records from r; ``whole``: r must hold exactly these records."""
     images = []
     for _ in range(count):
         name = r.blob(LIMITS["name"], "name").decode("utf-8", "replace") if archive else ""
@@ -138,9 +179,6 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         icc = r.blob(1 << 24, "ICC profile")
         alpha = [(r.take(1)[0], r.varint(h * w, "alpha count")) for _ in range(r.varint(256, "alpha table"))]
         images.append(ImageRecord(name, mode, h, w, icc, alpha))
-    checksum = r.take(CHECKSUM_BYTES)
-    if 0 in (tile, batch, lanes, threads):
-        raise FormatError("corrupt .vz file: zero coding parameter")
-    header = Header(model, weights, tile, batch, latent_bits, post_p, pix_p, threads, lanes, fixed_first, archive,
-                    images, checksum)
-    return header, data[r.pos:-4]
+    if whole and r.pos != len(r.data):
+        raise FormatError("corrupt .vz file: trailing bytes in the image table")
+    return images

@@ -250,3 +250,15 @@ def test_no_traceback_in_a_real_process(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "not a readable image" in proc.stderr
     assert not (tmp_path / "x.vz").exists()
+
+
+def test_container_deflates_repetitive_image_tables_and_bounds_them():
+    from codec.container import Header, ImageRecord, pack
+    images = [ImageRecord(f"digit{i:05d}.png", "L", 28, 28) for i in range(500)]
+    header = Header("mnist", b"h" * 8, 128, 8, 10, 20, 18, 2, 3, False, True, images, b"c" * 8)
+    data = pack(header, b"payload")
+    assert data[5] & 4 and len(data) < 500 * 4                  # far below ~16 bytes of records per image
+    back, payload = unpack(data)
+    assert payload == b"payload" and back.images == images and back.checksum == b"c" * 8
+    header.images = images[:1]
+    assert not pack(header, b"")[5] & 4                           # one record: stored as it is
