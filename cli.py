@@ -135,7 +135,8 @@ def compress(inputs, output, model, force, device, batch_size, tile, threads, qu
     pictures = [read_image(data, path) for data, (path, _) in zip(raw, items)]
     total = sum(p.size[0] * p.size[1] for p in pictures)
     with progress_bar(total, quiet, "compress") as bar:
-        data = encode(pictures, [n for _, n in items], model, CodingParams(tile=tile, batch=batch_size, threads=threads),
+        params = CodingParams(tile=tile, batch=batch_size, threads=threads)
+        data = encode(pictures, [n for _, n in items], model, params,
                       archive, select_device(device), bar)
     write_output(output, data, force)
     subpixels = sum(p.subpixels for p in pictures)
@@ -193,6 +194,7 @@ def decompress(input, output, force, model, device, quiet):
 def info(input):
     """Print the header of a .vz file."""
     from codec.container import unpack
+    from codec.image import MODES
 
     data = read_input(input)
     h, payload = unpack(data)
@@ -203,8 +205,8 @@ def info(input):
                f"pixel precision {h.pixel_precision}, first batch {'fixed latent' if h.fixed_first else 'bits back'}")
     subpixels = 0
     for r in h.images:
-        planes = {"L": 1, "1": 1, "LA": 2, "RGB": 3, "RGBA": 4}[r.mode]
-        subpixels += planes * r.height * r.width
+        colour, alpha = MODES[r.mode]
+        subpixels += (colour + alpha) * r.height * r.width
         extra = f", ICC profile {len(r.icc)} bytes" if r.icc else ""
         click.echo(f"image: {r.name + ' ' if r.name else ''}{r.width}x{r.height} {r.mode}{extra}")
     click.echo(f"size: {len(data):,} bytes (payload {len(payload):,}), {8 * len(data) / subpixels:.3f} bits/subpixel")

@@ -63,6 +63,7 @@ def models_md() -> str:
         info = model_info(path)
         model, _, digest = load_model(path.stem)
         c = model.config
+        source = f"random {info['crop']} px crops of photos-train" if info.get("crop") else "train split"
         lines += [f"## `{path.stem}`", "",
                   f"- architecture: VAE, latent {c.latent} channels at stride {c.stride}; decoder in "
                   f"{model.num_stages} sub-grid stages (levels={c.levels}), stage width {c.stage_width}, "
@@ -71,7 +72,7 @@ def models_md() -> str:
                   f"width {c.width}",
                   f"- parameters: {count_parameters(model):,} ({path.stat().st_size / 2 ** 20:.1f} MiB); "
                   f"weights sha256 {digest.hex()[:16]}",
-                  f"- training: {info.get('dataset')} ({'random %d px crops of photos-train' % info['crop'] if info.get('crop') else 'train split'}), "
+                  f"- training: {info.get('dataset')} ({source}), "
                   f"{info.get('steps')} steps of batch {info.get('batch')}, Adam lr {info.get('lr')}, "
                   f"seed {info.get('seed')}, {info.get('wall_seconds', 0) / 60:.0f} min on 2 CPU cores "
                   f"(sharing them with other jobs); validation -ELBO {info.get('validation_bpd')}", "",

@@ -8,12 +8,12 @@ import numpy as np
 from . import codecs
 from .bitsback import CodingParams, TileCoder
 from .container import CHECKSUM_BYTES, FormatError, Header, ImageRecord, pack, unpack
-from .image import Picture
+from .image import MODES, Picture
 from .rans import CorruptMessage, Message
 from .weights import ModelError, load_model
 
 ALPHA_PRECISION = 16
-SUBPIXELS_PER_LANE = 4096      # lane count = coded subpixels / this, at least 1 (about 36-52 bits per lane: docs/CODER.md)
+SUBPIXELS_PER_LANE = 4096      # lanes = coded subpixels / this, at least 1 (36-52 bits per lane: docs/CODER.md)
 MAX_LANES = 4096
 
 
@@ -81,7 +81,7 @@ def decompress(data: bytes, device: str = "cpu", model_override: str | None = No
     model.to(device)
     params = CodingParams(header.tile, header.batch, header.latent_bits, header.posterior_precision,
                           header.pixel_precision, header.threads)
-    colors = [1 if r.mode in ("L", "LA", "1") else 3 for r in header.images]
+    colors = [MODES[r.mode][0] for r in header.images]
     try:
         msg = Message.from_bytes(payload, header.lanes)
         planes = TileCoder(model, params, device).decode(
@@ -98,6 +98,6 @@ def decompress(data: bytes, device: str = "cpu", model_override: str | None = No
         raise FormatError(f"cannot decode this .vz file although its CRC is intact ({e}): it was probably encoded "
                           f"on a machine whose network arithmetic differs (another CPU type or a GPU)") from None
     if checksum(pictures) != header.checksum:
-        raise FormatError("the decoded pixels fail the checksum: the file is corrupt "
-                              f"or was encoded on a platform whose network arithmetic differs")
+        raise FormatError("the decoded pixels fail the checksum: the file is corrupt or was encoded on a "
+                          "platform whose network arithmetic differs")
     return header, pictures

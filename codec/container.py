@@ -12,8 +12,7 @@ MODE_NAMES = {v: k for k, v in MODE_CODES.items()}
 HASH_BYTES = 8
 CHECKSUM_BYTES = 8
 LIMITS = {"images": 1 << 20, "side": 1 << 20, "pixels": 1 << 28, "name": 4096, "lanes": 1 << 20, "tile": 1 << 14,
-          "batch": 1 << 12,
-          "threads": 256}
+          "batch": 1 << 12, "threads": 256}
 
 
 class FormatError(ValueError):

@@ -105,35 +105,35 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
         if start_model.config != model.config:
             raise ModelError(f"--init {s.init}: its configuration differs from the {s.dataset} preset")
         model.load_state_dict(start_model.state_dict())
-    log = open(run_dir / "log.jsonl", "a")
-    start = time.time() - elapsed
-    bar = tqdm(total=s.steps, initial=step, desc=f"train {s.dataset}", dynamic_ncols=True)
-    model.train()
-    end = min(s.steps, s.stop or s.steps)
-    while step < end:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, s)
-        xb = torch.from_numpy(np.ascontiguousarray(_batch(source, s, rng))).to(s.device)
-        nll, kl = model.elbo_terms(xb)
-        loss = (nll + kl).mean() / (dims * math.log(2))
-        beta = min(1.0, step / (KL_WARMUP * s.steps))
-        objective = (nll + beta * kl).mean() / (dims * math.log(2))
-        opt.zero_grad(set_to_none=True)
-        objective.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(bpd=f"{loss.item():.3f}", kl=f"{kl.mean().item() / (dims * math.log(2)):.3f}")
-        if step % s.eval_every == 0 or step == end:
-            val_bpd = bits_per_dim(model, val, s.device)
-            elapsed = time.time() - start
-            log.write(json.dumps({"step": step, "train_bpd": loss.item(), "val_bpd": val_bpd,
-                                  "seconds": round(elapsed, 1)}) + "\n")
-            log.flush()
-            tqdm.write(f"step {step}: validation -ELBO {val_bpd:.4f} bpd ({elapsed / 60:.1f} min)")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ckpt)
+    with open(run_dir / "log.jsonl", "a") as log:
+        start = time.time() - elapsed
+        bar = tqdm(total=s.steps, initial=step, desc=f"train {s.dataset}", dynamic_ncols=True)
+        model.train()
+        end = min(s.steps, s.stop or s.steps)
+        while step < end:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, s)
+            xb = torch.from_numpy(np.ascontiguousarray(_batch(source, s, rng))).to(s.device)
+            nll, kl = model.elbo_terms(xb)
+            loss = (nll + kl).mean() / (dims * math.log(2))
+            beta = min(1.0, step / (KL_WARMUP * s.steps))
+            objective = (nll + beta * kl).mean() / (dims * math.log(2))
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(bpd=f"{loss.item():.3f}", kl=f"{kl.mean().item() / (dims * math.log(2)):.3f}")
+            if step % s.eval_every == 0 or step == end:
+                val_bpd = bits_per_dim(model, val, s.device)
+                elapsed = time.time() - start
+                log.write(json.dumps({"step": step, "train_bpd": loss.item(), "val_bpd": val_bpd,
+                                      "seconds": round(elapsed, 1)}) + "\n")
+                log.flush()
+                tqdm.write(f"step {step}: validation -ELBO {val_bpd:.4f} bpd ({elapsed / 60:.1f} min)")
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
+                            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ckpt)
     bar.close()
     info = {"dataset": s.dataset, "steps": step, "batch": s.batch, "crop": s.crop if s.dataset == "photo" else None,
             "lr": s.lr, "seed": s.seed, "wall_seconds": round(time.time() - start), "parameters":
