@@ -271,7 +271,8 @@ def demo(model):
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--stop-at", type=int, default=None,
               help="Pause after this step (checkpointed); a later run with the same --steps resumes the schedule.")
-@click.option("--init", default=None, help="Start from these weights (e.g. a shipped model) if no checkpoint exists.")
+@click.option("--init", default=None, help="Start from these weights (e.g. a shipped model) if no checkpoint exists; "
+              "the preset may have more residual blocks per stage (they start as the identity).")
 @click.option("--data", "data_root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset folder [default: ../shared/data].")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,

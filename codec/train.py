@@ -4,22 +4,23 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from . import data
 from .model import VAE, Config, count_parameters
-from .weights import ModelError, load_model, save_model
+from .weights import ModelError, load_model, model_info, resolve, save_model
 
 KL_WARMUP = 0.1   # the KL weight ramps from 0 to 1 over this fraction of the steps, against posterior collapse
 PRESETS = {
     "mnist": Config(channels=1, levels=2, latent=1, width=48, stage_width=32, mixtures=3),
     "cifar10": Config(channels=3, levels=3),
-    "photo": Config(channels=3, levels=3),
+    "photo": Config(channels=3, levels=3, stage_blocks=2),
 }
 
 
@@ -82,6 +83,33 @@ def lr_at(step: int, s: TrainSettings) -> float:
     return s.lr * warm * (0.01 + 0.99 * cos)
 
 
+def training_record(info: dict) -> dict:
+    """The training part of a model's info (without its test measurements), kept as the history of later runs."""
+    return {k: v for k, v in info.items() if k not in ("test", "reference")}
+
+
+def deepen(model: VAE, start: VAE, name: str) -> None:
+    """Load ``start`` into ``model``, which may have more residual blocks per stage.
+
+    The extra blocks start as the identity (their second convolution zeroed), so the model begins with exactly
+    ``start``'s likelihood and training continues from there.
+    """
+    old, new = start.config.stage_blocks, model.config.stage_blocks
+    if replace(start.config, stage_blocks=new) != model.config or old > new:
+        raise ModelError(f"--init {name}: its configuration differs from the preset (beyond more stage blocks)")
+    for net in model.stages:
+        for block in net[1 + old:1 + new]:
+            nn.init.zeros_(block.conv2.weight)
+            nn.init.zeros_(block.conv2.bias)
+    state = model.state_dict()
+    for key, value in start.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "stages" and parts[2] == str(old + 2):      # the final 1x1 convolution moves back
+            parts[2] = str(new + 2)
+        state[".".join(parts)] = value
+    model.load_state_dict(state)
+
+
 def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) -> dict:
     """Train (resuming from ``run_dir/checkpoint.pt`` if present) and export safetensors weights to ``out``."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +121,7 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
     rng = np.random.default_rng(s.seed)
     step, elapsed = 0, 0.0
     ckpt = run_dir / "checkpoint.pt"
+    start_model = load_model(s.init)[0] if s.init else None
     if ckpt.exists():
         state = torch.load(ckpt, map_location=s.device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -100,11 +129,8 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
         step, elapsed = state["step"], state["elapsed"]
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
-    elif s.init:
-        start_model, _, _ = load_model(s.init)
-        if start_model.config != model.config:
-            raise ModelError(f"--init {s.init}: its configuration differs from the {s.dataset} preset")
-        model.load_state_dict(start_model.state_dict())
+    elif start_model is not None:
+        deepen(model, start_model, s.init)
     with open(run_dir / "log.jsonl", "a") as log:
         start = time.time() - elapsed
         bar = tqdm(total=s.steps, initial=step, desc=f"train {s.dataset}", dynamic_ncols=True)
@@ -138,5 +164,8 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
     info = {"dataset": s.dataset, "steps": step, "batch": s.batch, "crop": s.crop if s.dataset == "photo" else None,
             "lr": s.lr, "seed": s.seed, "wall_seconds": round(time.time() - start), "parameters":
             count_parameters(model), "validation_bpd": round(bits_per_dim(model, val, s.device), 4)}
+    if start_model is not None:
+        info["init"] = {**training_record(model_info(resolve(s.init))),
+                        "stage_blocks": start_model.config.stage_blocks}
     save_model(model.cpu(), out, info)
     return info

@@ -2,17 +2,44 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from codec.data import default_root
-from codec.train import TrainSettings, train
-from codec.weights import load_model, model_info
+from codec.model import VAE, Config
+from codec.train import TrainSettings, deepen, train
+from codec.weights import ModelError, load_model, model_info
 
-pytestmark = pytest.mark.skipif(not (default_root() / "mnist").is_dir(), reason="MNIST data not present")
+needs_mnist = pytest.mark.skipif(not (default_root() / "mnist").is_dir(), reason="MNIST data not present")
+SMALL = Config(channels=3, levels=1, latent=2, width=8, stage_width=8, stage_blocks=1, mixtures=2)
 
 
+def test_deepen_keeps_the_likelihood():
+    torch.manual_seed(0)
+    start = VAE(SMALL)
+    for p in start.parameters():                  # non-trivial weights, not just the initialization
+        p.data.normal_(0, 0.2)
+    deeper = VAE(replace(SMALL, stage_blocks=3))
+    deepen(deeper, start, "start")
+    assert len(deeper.stages[0]) == len(start.stages[0]) + 2
+    x, z = torch.randint(0, 256, (2, 3, 8, 10)), torch.randn(2, 2, 4, 5)
+    with torch.no_grad():
+        assert torch.equal(deeper.log_likelihood(x, z), start.log_likelihood(x, z))
+        assert torch.equal(deeper.posterior(x)[0], start.posterior(x)[0])
+    loss = -deeper.log_likelihood(x, z).sum()
+    loss.backward()
+    assert deeper.stages[1][2].conv2.weight.grad.abs().sum() > 0       # the new blocks do train
+
+
+@pytest.mark.parametrize("other", [replace(SMALL, stage_width=16), replace(SMALL, stage_blocks=3)])
+def test_deepen_refuses_other_architectures(other):
+    with pytest.raises(ModelError, match="--init start: its configuration differs"):
+        deepen(VAE(replace(SMALL, stage_blocks=2)), VAE(other), "start")
+
+
+@needs_mnist
 def test_train_resume_and_export(tmp_path):
     run, out = tmp_path / "run", tmp_path / "m.safetensors"
     train(TrainSettings("mnist", steps=3, batch=4, eval_every=5, stop=2), run, out)   # pauses after step 2
@@ -28,3 +55,7 @@ def test_train_resume_and_export(tmp_path):
     assert [r["step"] for r in log] == [2, 3] and all(r["val_bpd"] > 0 for r in log)
     model, _, _ = load_model(str(out))
     assert model.config.channels == 1 and model_info(out)["steps"] == 3
+    continued = tmp_path / "continued.safetensors"
+    train(TrainSettings("mnist", steps=1, batch=4, eval_every=5, init=str(out)), tmp_path / "run2", continued)
+    history = model_info(continued)["init"]
+    assert history["steps"] == 3 and history["stage_blocks"] == model.config.stage_blocks
