@@ -39,6 +39,13 @@ class Picture:
         return self.color.tobytes() + (b"" if self.alpha is None else self.alpha.tobytes())
 
 
+def _raw_mode(args) -> str:
+    """The raw (file) mode of a Pillow tile, e.g. ``RGB;16B``: the decoder argument itself or its first entry."""
+    if isinstance(args, tuple) and args:
+        args = args[0]
+    return args if isinstance(args, str) else ""
+
+
 def read_image(data: bytes, name: str = "input") -> Picture:
     """Decode an image file's bytes; unsupported modes are refused with a one-line reason."""
     unreadable = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -48,7 +55,7 @@ def read_image(data: bytes, name: str = "input") -> Picture:
         raise ImageError(f"{name}: not a readable image ({e})") from None
     if im.width * im.height > MAX_PIXELS:
         raise ImageError(f"{name}: {im.width}x{im.height} is larger than vaezip's limit of {MAX_PIXELS} pixels")
-    deep = any("16" in str(t.args) for t in im.tile)          # Pillow would reduce 16-bit samples to 8 bits
+    deep = any(";16" in _raw_mode(t.args) for t in im.tile)   # Pillow would reduce 16-bit samples to 8 bits
     try:
         im.load()
     except unreadable as e:

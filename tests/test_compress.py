@@ -185,6 +185,14 @@ def test_error_16_bit_png_is_refused_not_truncated(tmp_path):
     _fails(["compress", str(tmp_path / "deep.png")], "16-bit samples are not supported", tmp_path)
 
 
+def test_8_bit_bmp_whose_row_stride_has_16_in_it_is_accepted(tiny_rgb):
+    arr = smooth_image(4, 54, 3)                       # BMP rows of 164 bytes: "16" in Pillow's tile arguments
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "BMP")
+    pic, back, _ = roundtrip(buf.getvalue(), tiny_rgb)
+    assert np.array_equal(pic.color, arr.transpose(2, 0, 1)) and np.array_equal(back.color, pic.color)
+
+
 def test_error_missing_input(tmp_path):
     _fails(["compress", str(tmp_path / "nope.png")], "no such file", tmp_path)
     _fails(["decompress", str(tmp_path / "nope.vz")], "no such file", tmp_path)
