@@ -136,8 +136,7 @@ def compress(inputs, output, model, force, device, batch_size, tile, threads, qu
     total = sum(p.size[0] * p.size[1] for p in pictures)
     with progress_bar(total, quiet, "compress") as bar:
         params = CodingParams(tile=tile, batch=batch_size, threads=threads)
-        data = encode(pictures, [n for _, n in items], model, params,
-                      archive, select_device(device), bar)
+        data = encode(pictures, [n for _, n in items], model, params, archive, select_device(device), bar)
     write_output(output, data, force)
     subpixels = sum(p.subpixels for p in pictures)
     in_bytes = sum(len(r) for r in raw)
@@ -286,8 +285,7 @@ def train(dataset, steps, batch, crop, lr, seed, eval_every, device, stop_at, in
 
     run_dir = run_dir or Path("runs") / dataset
     info = run(TrainSettings(dataset, steps, batch, crop, lr, seed, eval_every, device, init, stop_at),
-               run_dir,
-               out or run_dir / f"{dataset}.safetensors", data_root)
+               run_dir, out or run_dir / f"{dataset}.safetensors", data_root)
     click.echo(f"trained {dataset}: validation -ELBO {info['validation_bpd']} bpd in {info['wall_seconds']} s")
 
 
