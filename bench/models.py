@@ -48,17 +48,21 @@ def measure(model, planes: list[np.ndarray], k: int, n: int) -> dict:
             "iwae": round(iwae, 4), "iwae_se": round(iwae_se, 4), "seconds": round(time.time() - t0)}
 
 
-def training_history(info: dict) -> str:
-    """Steps, batch, schedule and wall time of a training run, preceded by the run it started from (if any)."""
-    run = (f"{info.get('steps')} steps of batch {info.get('batch')}, Adam lr {info.get('lr')} (cosine), "
-           f"seed {info.get('seed')}, {info.get('wall_seconds', 0) / 60:.0f} min; validation -ELBO "
-           f"{info.get('validation_bpd')}")
-    if "init" not in info:
-        return run
-    first = info["init"]
-    return (f"first {training_history(first)}, with {first['stage_blocks']} residual block(s) per stage "
-            f"({first['parameters']:,} parameters); then deepened (the new blocks start as the identity) and "
-            f"trained for {run}")
+def training_history(info: dict, blocks: int) -> list[str]:
+    """The training runs behind a model, oldest first. A run started from another model's weights (``info["init"]``)
+    grew them to its own number of residual blocks per stage (``blocks`` for the last run)."""
+    runs = [info]
+    while "init" in runs[0]:
+        runs.insert(0, runs[0]["init"])
+    lines = []
+    for i, run in enumerate(runs):
+        size = run["stage_blocks"] if i + 1 < len(runs) else blocks
+        start = "deepened to" if i else "with"
+        lines.append(f"{run.get('steps')} steps of batch {run.get('batch')}, Adam lr {run.get('lr')} (cosine), "
+                     f"seed {run.get('seed')}, {run.get('wall_seconds', 0) / 60:.0f} min, {start} {size} residual "
+                     f"block(s) per stage ({run.get('parameters', 0):,} parameters); validation -ELBO "
+                     f"{run.get('validation_bpd')}")
+    return lines
 
 
 def models_md() -> str:
@@ -66,8 +70,8 @@ def models_md() -> str:
              "Regenerate a row with `python bench/models.py NAME` after `vaezip train NAME ...`. Rates are bits per",
              "subpixel on the test data below (never trained on), -ELBO and IWAE estimate with one standard error,",
              "measured on the codec's 128x128 tiles. All training ran on the 2 CPU cores of a development machine:",
-             "`mnist`, `cifar10` and the first `photo` run with 1 thread each (two runs side by side), the deepened",
-             "`photo` run with 2 threads. Every run warms the KL weight up from 0 over its first 10 % of steps.", "",
+             "`mnist`, `cifar10` and the first `photo` run with 1 thread each (two runs side by side), the later",
+             "`photo` runs with 2 threads. Every run warms the KL weight up from 0 over its first 10 % of steps.", "",
              "The latents carry little information: KL < 0.001 bits/dim for `cifar10`, about 0.004 for `photo` and",
              "0.03 for `mnist` at the end of training. The sub-grid decoders model the pixels nearly on their own, so",
              "IWAE is at most about 0.01 bits/dim below -ELBO (equal for `cifar10`) and bits back returns nearly",
@@ -78,6 +82,7 @@ def models_md() -> str:
         info = model_info(path)
         model, _, digest = load_model(path.stem)
         c = model.config
+        history = training_history(info, c.stage_blocks)
         source = f"random {info['crop']} px crops of photos-train" if info.get("crop") else "train split"
         lines += [f"## `{path.stem}`", "",
                   f"- architecture: VAE, latent {c.latent} channels at stride {c.stride}; decoder in "
@@ -87,7 +92,10 @@ def models_md() -> str:
                   f"width {c.width}",
                   f"- parameters: {count_parameters(model):,} ({path.stat().st_size / 2 ** 20:.1f} MiB); "
                   f"weights sha256 {digest.hex()[:16]}",
-                  f"- training: {info.get('dataset')} ({source}), {training_history(info)}", "",
+                  f"- training: {info.get('dataset')} ({source}), "
+                  + (history[0] if len(history) == 1 else f"in {len(history)} runs, each from the last one's "
+                     "weights (new blocks start as the identity):"),
+                  *[f"  {i}. {run}" for i, run in enumerate(history, 1) if len(history) > 1], "",
                   f"| {TEST_SETS[path.stem]} | images | -ELBO | IWAE |", "|---|---|---|---|"]
         for m in info.get("test", []):
             lines.append(f"| k = {m['k']} | {m['images']} | {m['elbo']:.4f} ± {m['elbo_se']:.4f} | "

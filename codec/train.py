@@ -20,7 +20,7 @@ KL_WARMUP = 0.1   # the KL weight ramps from 0 to 1 over this fraction of the st
 PRESETS = {
     "mnist": Config(channels=1, levels=2, latent=1, width=48, stage_width=32, mixtures=3),
     "cifar10": Config(channels=3, levels=3),
-    "photo": Config(channels=3, levels=3, stage_blocks=2),
+    "photo": Config(channels=3, levels=3, stage_blocks=3),
 }
 
 

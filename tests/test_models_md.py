@@ -1,0 +1,30 @@
+"""The training history that assets/MODELS.md prints for a model grown over several runs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from models import training_history  # noqa: E402
+
+
+def run(steps: int, **extra) -> dict:
+    return {"steps": steps, "batch": 16, "lr": 1e-3, "seed": steps, "wall_seconds": 60 * steps,
+            "validation_bpd": 4 - steps / 10,
+            "parameters": 1000 * steps, **extra}
+
+
+def test_single_run():
+    assert training_history(run(5), blocks=1) == [
+        "5 steps of batch 16, Adam lr 0.001 (cosine), seed 5, 5 min, with 1 residual block(s) per stage "
+        "(5,000 parameters); validation -ELBO 3.5"]
+
+
+def test_runs_listed_oldest_first_with_their_blocks():
+    first = run(1, stage_blocks=1)
+    second = run(2, stage_blocks=2, init=first)
+    lines = training_history(run(3, init=second), blocks=3)
+    assert [line.split(" steps")[0] for line in lines] == ["1", "2", "3"]
+    assert "with 1 residual" in lines[0]
+    assert "deepened to 2 residual" in lines[1] and "deepened to 3 residual" in lines[2]
+    assert lines[2].endswith("validation -ELBO 3.7")
