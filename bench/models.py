@@ -82,7 +82,10 @@ def models_md() -> str:
         info = model_info(path)
         model, _, digest = load_model(path.stem)
         c = model.config
-        history = training_history(info, c.stage_blocks)
+        runs = training_history(info, c.stage_blocks)
+        if len(runs) > 1:
+            runs = [f"in {len(runs)} runs, each from the last one's weights (new blocks start as the identity):",
+                    *[f"  {i}. {run}" for i, run in enumerate(runs, 1)]]
         source = f"random {info['crop']} px crops of photos-train" if info.get("crop") else "train split"
         lines += [f"## `{path.stem}`", "",
                   f"- architecture: VAE, latent {c.latent} channels at stride {c.stride}; decoder in "
@@ -92,10 +95,7 @@ def models_md() -> str:
                   f"width {c.width}",
                   f"- parameters: {count_parameters(model):,} ({path.stat().st_size / 2 ** 20:.1f} MiB); "
                   f"weights sha256 {digest.hex()[:16]}",
-                  f"- training: {info.get('dataset')} ({source}), "
-                  + (history[0] if len(history) == 1 else f"in {len(history)} runs, each from the last one's "
-                     "weights (new blocks start as the identity):"),
-                  *[f"  {i}. {run}" for i, run in enumerate(history, 1) if len(history) > 1], "",
+                  f"- training: {info.get('dataset')} ({source}), {runs[0]}", *runs[1:], "",
                   f"| {TEST_SETS[path.stem]} | images | -ELBO | IWAE |", "|---|---|---|---|"]
         for m in info.get("test", []):
             lines.append(f"| k = {m['k']} | {m['images']} | {m['elbo']:.4f} ± {m['elbo_se']:.4f} | "

@@ -10,8 +10,7 @@ from models import training_history  # noqa: E402
 
 def run(steps: int, **extra) -> dict:
     return {"steps": steps, "batch": 16, "lr": 1e-3, "seed": steps, "wall_seconds": 60 * steps,
-            "validation_bpd": 4 - steps / 10,
-            "parameters": 1000 * steps, **extra}
+            "validation_bpd": 4 - steps / 10, "parameters": 1000 * steps, **extra}
 
 
 def test_single_run():
