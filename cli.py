@@ -108,10 +108,10 @@ def main():
 @click.option("--model", default="photo", show_default=True, help="Shipped model name or a .safetensors path.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=4, show_default=True,
               help="Tiles per network call (smaller tiles are grouped up to the same pixel count).")
-@click.option("--tile", type=click.IntRange(8, 4096), default=128, show_default=True,
-              help="Tile size in pixels (a multiple of the model stride).")
+@click.option("--tile", type=click.IntRange(8, 4096), default=256, show_default=True,
+              help="Tile size in pixels (each tile is padded to a multiple of the model's coarsest grid).")
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True,
               help="Intra-op threads of the network; stored in the file, decoding uses the same.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -216,10 +216,11 @@ def info(input):
 @click.option("--model", default="photo", show_default=True)
 @click.option("-k", "samples", type=click.IntRange(1, 10000), default=1, show_default=True,
               help="Importance samples for the IWAE estimate.")
-@click.option("--tile", type=click.IntRange(8, 4096), default=128, show_default=True)
+@click.option("--tile", type=click.IntRange(8, 4096), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--calibrated", is_flag=True, help="With the coder's per-tile scale offsets, their cost included.")
 @friendly
-def bound(images, model, samples, tile, seed):
+def bound(images, model, samples, tile, seed, calibrated):
     """Negative ELBO and IWAE estimate in bits per subpixel, mean and standard error over IMAGES."""
     from codec.bound import image_bounds, summary
     from codec.image import read_image
@@ -227,10 +228,11 @@ def bound(images, model, samples, tile, seed):
 
     vae, name, _ = load_model(model)
     pics = [read_image(read_input(p), p) for p, _ in expand_inputs(images)]
-    b = image_bounds(vae, [p.color for p in pics], samples, tile, seed=seed)
+    b = image_bounds(vae, [p.color for p in pics], samples, tile, seed=seed, calibrated=calibrated)
     e, e_se = summary(b.elbo_bits, b.subpixels)
     i, i_se = summary(b.iwae_bits, b.subpixels)
-    click.echo(f"{len(pics)} image(s), model {name}: -ELBO {e:.4f} ± {e_se:.4f}, IWAE (k={samples}) "
+    click.echo(f"{len(pics)} image(s), model {name}{', calibrated' if calibrated else ''}: -ELBO {e:.4f} ± "
+               f"{e_se:.4f}, IWAE (k={samples}) "
                f"{i:.4f} ± {i_se:.4f} bits/subpixel (colour planes)")
 
 

@@ -14,17 +14,18 @@ import numpy as np
 import torch
 
 from . import codecs
-from .model import VAE, Mixture
+from .model import SCALE_FREQS, SCALE_OFFSETS, VAE, Mixture, calibrate
 from .rans import Message
 from .tiles import PAD, Tile, gather, plan_batches, plan_tiles, scatter
 
 LOG_LEVEL = float(np.log(127.5))   # log-scale offset from the [-1, 1] scale to pixel levels
+SCALE_CDF = np.concatenate([[0], np.cumsum(SCALE_FREQS)])   # the scale-offset indices, 8-bit precision
 
 
 @dataclass(frozen=True)
 class CodingParams:
-    tile: int = 128
-    batch: int = 8
+    tile: int = 256
+    batch: int = 4
     latent_bits: int = 10
     posterior_precision: int = 20
     pixel_precision: int = 18
@@ -88,10 +89,14 @@ class TileCoder:
         codes = []
         for t in range(self.model.num_stages):
             stride, (oy, ox) = self.model.stage_grid(t)
-            mix = _levels(self._stage(t, feats, x))
+            raw = self._stage(t, feats, x)
+            mix = _levels(raw)
             xs, ms = x[:, :, oy::stride, ox::stride], mask[:, oy::stride, ox::stride]
+            with network(self.params.threads):
+                picks = calibrate(self._tensor(xs), raw, torch.from_numpy(ms).to(self.device)).cpu().numpy()
             for c in range(x.shape[1]):
-                codes.append((self._pixel_codec(mix, xs, ms, c), xs[:, c][ms]))
+                codes.append((codecs.Categorical(SCALE_CDF, len(x)), picks[:, c]))
+                codes.append((self._pixel_codec(mix, xs, ms, c, picks[:, c]), xs[:, c][ms]))
         for codec, symbols in reversed(codes):
             codec.push(msg, symbols)
         if not fixed_latent:
@@ -111,26 +116,29 @@ class TileCoder:
             mix = _levels(self._stage(t, feats, x))
             xs, ms = x[:, :, oy::stride, ox::stride], mask[:, oy::stride, ox::stride]
             for c in range(x.shape[1]):
+                picks = codecs.Categorical(SCALE_CDF, len(x)).pop(msg)
                 plane = xs[:, c]
-                plane[ms] = self._pixel_codec(mix, xs, ms, c).pop(msg)
+                plane[ms] = self._pixel_codec(mix, xs, ms, c, picks).pop(msg)
         if not fixed_latent:
             self._posterior(x).push(msg, z_idx)
         return x
 
-    def _pixel_codec(self, mix: dict, xs: np.ndarray, ms: np.ndarray, c: int) -> codecs.TableCodec:
-        """Mixture codec for channel c of one stage's real pixels; means shifted by the channels before c."""
+    def _pixel_codec(self, mix: dict, xs: np.ndarray, ms: np.ndarray, c: int, picks: np.ndarray) -> codecs.TableCodec:
+        """Mixture codec for channel c of one stage's real pixels; means shifted by the channels before c, log-scales
+        by each tile's chosen offset (``picks``, indices into SCALE_OFFSETS)."""
         means = mix["means"][:, :, c]
         if c > 0:
             first = c * (c - 1) // 2          # coefficients of channel c: (c, 0), (c, 1), ...
             for j in range(c):
                 means = means + mix["coefficients"][:, :, first + j] * (xs[:, None, j].astype(np.float64) - 127.5)
         pick = lambda a: np.moveaxis(a, 1, -1)[ms]          # (B, K, h, w) -> (n, K) over real pixels
-        return codecs.LogisticMixture(pick(means), pick(mix["log_scales"][:, :, c]),
+        log_scales = mix["log_scales"][:, :, c] + SCALE_OFFSETS[picks][:, None, None, None]
+        return codecs.LogisticMixture(pick(means), pick(log_scales),
                                       pick(mix["logit_weights"][:, :, c]), self.params.pixel_precision)
 
     # ---- whole jobs -----------------------------------------------------------------------------------------------
     def batches(self, sizes: list[tuple[int, int]]) -> list[list[Tile]]:
-        tiles = plan_tiles(sizes, self.params.tile, self.model.config.stride)
+        tiles = plan_tiles(sizes, self.params.tile, self.model.config.grid)
         return plan_batches(tiles, self.params.batch, self.params.tile)
 
     def encode(self, msg: Message, planes: list[np.ndarray], progress=None) -> tuple[Message, bool]:

@@ -6,7 +6,7 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"VAEZ"
-VERSION = 1
+VERSION = 2
 MODE_CODES = {"L": 0, "LA": 1, "RGB": 2, "RGBA": 3, "1": 4}
 MODE_NAMES = {v: k for k, v in MODE_CODES.items()}
 HASH_BYTES = 8

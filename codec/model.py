@@ -11,8 +11,9 @@ All networks run on space-to-depth views at the resolution of their stage, which
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,12 +21,20 @@ from torch import nn
 PHASES = ((1, 1), (0, 1), (1, 0))   # order in which a level fills the three non-anchor phases of each 2x2 cell
 BIN = 1.0 / 255.0                   # half a level in the [-1, 1] pixel scale
 LOG_SCALE_MIN = -7.0                # lower clamp of the logistic log-scale, [-1, 1] scale (PixelCNN++)
+# Scale calibration: each tile, stage and channel may shift its log-scales by one of these offsets, chosen by the
+# encoder and coded at 8-bit frequencies (index 4, no shift, is by far the cheapest), so a model that is over- or
+# under-confident on some image pays little for it.
+SCALE_OFFSETS = np.arange(-4, 12) * 0.05
+SCALE_FREQS = np.where(np.arange(16) == 4, 241, 1)
+OFFSET_NATS = -np.log(SCALE_FREQS / SCALE_FREQS.sum())
+CALIBRATION_PIXELS = 1 << 10        # the choice is made on at most about this many pixels of each tile and stage
 
 
 @dataclass(frozen=True)
 class Config:
     channels: int = 3       # 1 (grayscale) or 3 (RGB)
     levels: int = 2         # sub-grid levels; z and the first stage live at stride 2**levels
+    coarse_levels: int = 0  # extra levels above z's stride that fill its grid from one 2**coarse_levels sparser
     latent: int = 8         # latent channels
     width: int = 64         # channels of the encoder and the z-feature network
     stage_width: int = 48   # channels of each stage network
@@ -35,6 +44,11 @@ class Config:
     @property
     def stride(self) -> int:
         return 2 ** self.levels
+
+    @property
+    def grid(self) -> int:
+        """Stride of the first stage's pixels; tiles are padded to a multiple of it."""
+        return self.stride << self.coarse_levels
 
     @property
     def coefficients(self) -> int:
@@ -111,11 +125,11 @@ class VAE(nn.Module):
     # ---- the stages -----------------------------------------------------------------------------------------------
     @property
     def num_stages(self) -> int:
-        return 1 + len(PHASES) * self.config.levels
+        return 1 + len(PHASES) * (self.config.coarse_levels + self.config.levels)
 
     def stage_grid(self, t: int) -> tuple[int, tuple[int, int]]:
         """(stride, offset) of the pixels that stage t codes: pixels x[oy::stride, ox::stride]."""
-        s = self.config.stride
+        s = self.config.grid
         if t == 0:
             return s, (0, 0)
         level, k = divmod(t - 1, len(PHASES))
@@ -133,10 +147,17 @@ class VAE(nn.Module):
                                                for dy, dx in PHASES[:k]]
 
     def stage(self, t: int, features: list[torch.Tensor], context: list[torch.Tensor]) -> Mixture:
-        """Distribution of the pixels of stage t given z's features and the decoded sub-grids (uint8-valued)."""
-        level = 0 if t == 0 else (t - 1) // len(PHASES)
-        h = torch.cat([features[level]] + [to_unit(c) for c in context], dim=1)
-        return self._mixture(self.stages[t](h))
+        """Distribution of the pixels of stage t given z's features and the decoded sub-grids (uint8-valued).
+
+        The coarse levels (above z's stride) reuse the networks of the first level below it, on z's features
+        subsampled to their grid: image statistics are close to scale-invariant, so one interpolator serves them all.
+        """
+        coarse = self.config.coarse_levels
+        level, k = (0, -1) if t == 0 else divmod(t - 1, len(PHASES))
+        step = 1 << max(0, coarse - level)
+        h = features[max(0, level - coarse)][..., ::step, ::step]
+        net = self.stages[0 if t == 0 else 1 + len(PHASES) * max(0, level - coarse) + k]
+        return self._mixture(net(torch.cat([h] + [to_unit(c) for c in context], dim=1)))
 
     def _mixture(self, out: torch.Tensor) -> Mixture:
         c = self.config
@@ -149,20 +170,27 @@ class VAE(nn.Module):
 
     # ---- training objective ---------------------------------------------------------------------------------------
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None,
-                       channels: int | None = None) -> torch.Tensor:
+                       channels: int | None = None, calibrated: bool = False) -> torch.Tensor:
         """log q(x|z) in nats per image, (B,), all stages teacher-forced on x.
 
         ``mask`` (B, H, W) selects the real (not padding) pixels; only the first ``channels`` channels count
-        (grayscale images run through an RGB model with their plane replicated and only R coded).
+        (grayscale images run through an RGB model with their plane replicated and only R is coded).
+        ``calibrated``: with the codec's scale calibration (each row of ``x`` one tile), the offsets' cost included.
         """
         feats = self.features(z)
         total = 0.0
         for t in range(self.num_stages):
             stride, (oy, ox) = self.stage_grid(t)
-            lp = mixture_log_prob(x[..., oy::stride, ox::stride], self.stage(t, feats, self.stage_context(x, t)))
-            lp = lp[:, :channels]
-            if mask is not None:
-                lp = lp * mask[:, None, oy::stride, ox::stride]
+            xs = x[..., oy::stride, ox::stride]
+            ms = None if mask is None else mask[:, oy::stride, ox::stride]
+            mix = self.stage(t, feats, self.stage_context(x, t))
+            if calibrated:
+                picks = calibrate(xs, mix, ms).cpu().numpy()
+                mix = shift_scales(mix, torch.from_numpy(SCALE_OFFSETS[picks]))
+                total = total - torch.from_numpy(OFFSET_NATS[picks][:, :channels].sum(1)).to(x.device)
+            lp = mixture_log_prob(xs, mix)[:, :channels]
+            if ms is not None:
+                lp = lp * ms[:, None]
             total = total + lp.flatten(1).sum(1)
         return total
 
@@ -206,6 +234,28 @@ def mixture_log_prob(x: torch.Tensor, mix: Mixture) -> torch.Tensor:
     inner = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf_mid)
     lp = torch.where(u < -0.999, log_cdf_plus, torch.where(u > 0.999, log_sf_minus, inner))
     return torch.logsumexp(lp + F.log_softmax(mix.logit_weights, dim=1), dim=1)
+
+
+def shift_scales(mix: Mixture, offsets: torch.Tensor) -> Mixture:
+    """``mix`` with the log-scales of each tile and channel shifted by ``offsets`` (B, C)."""
+    return replace(mix, log_scales=mix.log_scales + offsets.to(mix.log_scales)[:, None, :, None, None])
+
+
+def calibrate(x: torch.Tensor, mix: Mixture, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per tile and channel, the index into SCALE_OFFSETS that codes the stage's pixels ``x`` (B, C, h, w) in the
+    fewest bits, the offset's own cost included; (B, C) int64. Estimated on a strided subset of the pixels."""
+    b, c, h, w = x.shape
+    n = len(SCALE_OFFSETS)
+    step = max(1, math.ceil(math.sqrt(h * w / CALIBRATION_PIXELS)))
+    every = lambda a: a[..., ::step, ::step].repeat(n, *[1] * (a.dim() - 1))     # each offset a block of rows
+    offsets = torch.from_numpy(SCALE_OFFSETS).repeat_interleave(b)[:, None].expand(n * b, c)
+    trial = shift_scales(Mixture(*map(every, (mix.logit_weights, mix.means, mix.log_scales, mix.coefficients))),
+                         offsets)
+    lp = mixture_log_prob(every(x), trial)
+    if mask is not None:
+        lp = lp * every(mask)[:, None]
+    costs = -lp.sum((2, 3)).view(n, b, c).permute(1, 2, 0).double() * step ** 2
+    return (costs + torch.from_numpy(OFFSET_NATS).to(costs.device)).argmin(-1)
 
 
 def count_parameters(model: nn.Module) -> int:

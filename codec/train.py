@@ -20,7 +20,7 @@ KL_WARMUP = 0.1   # the KL weight ramps from 0 to 1 over this fraction of the st
 PRESETS = {
     "mnist": Config(channels=1, levels=2, latent=1, width=48, stage_width=32, mixtures=3),
     "cifar10": Config(channels=3, levels=3),
-    "photo": Config(channels=3, levels=3, stage_blocks=3),
+    "photo": Config(channels=3, levels=3, stage_blocks=3, coarse_levels=3),
 }
 
 
@@ -88,15 +88,17 @@ def training_record(info: dict) -> dict:
     return {k: v for k, v in info.items() if k not in ("test", "reference")}
 
 
-def deepen(model: VAE, start: VAE, name: str) -> None:
-    """Load ``start`` into ``model``, which may have more residual blocks per stage.
+def grow(model: VAE, start: VAE, name: str) -> None:
+    """Load ``start`` into ``model``, which may have more residual blocks per stage or more coarse levels.
 
     The extra blocks start as the identity (their second convolution zeroed), so the model begins with exactly
     ``start``'s likelihood and training continues from there.
     """
     old, new = start.config.stage_blocks, model.config.stage_blocks
-    if replace(start.config, stage_blocks=new) != model.config or old > new:
-        raise ModelError(f"--init {name}: its configuration differs from the preset (beyond more stage blocks)")
+    grown = replace(start.config, stage_blocks=new, coarse_levels=model.config.coarse_levels)
+    if grown != model.config or old > new:
+        raise ModelError(f"--init {name}: its configuration differs from the preset (beyond more stage blocks "
+                         "or coarse levels)")
     for net in model.stages:
         for block in net[1 + old:1 + new]:
             nn.init.zeros_(block.conv2.weight)
@@ -130,7 +132,7 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
     elif start_model is not None:
-        deepen(model, start_model, s.init)
+        grow(model, start_model, s.init)
     with open(run_dir / "log.jsonl", "a") as log:
         start = time.time() - elapsed
         bar = tqdm(total=s.steps, initial=step, desc=f"train {s.dataset}", dynamic_ncols=True)
@@ -163,9 +165,11 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
     bar.close()
     info = {"dataset": s.dataset, "steps": step, "batch": s.batch, "crop": s.crop if s.dataset == "photo" else None,
             "lr": s.lr, "seed": s.seed, "wall_seconds": round(time.time() - start), "parameters":
-            count_parameters(model), "validation_bpd": round(bits_per_dim(model, val, s.device), 4)}
+            count_parameters(model), "validation_bpd": round(bits_per_dim(model, val, s.device), 4),
+            "stage_blocks": model.config.stage_blocks, "coarse_levels": model.config.coarse_levels}
     if start_model is not None:
-        info["init"] = {**training_record(model_info(resolve(s.init))),
-                        "stage_blocks": start_model.config.stage_blocks}
+        c = start_model.config
+        info["init"] = {"stage_blocks": c.stage_blocks, "coarse_levels": c.coarse_levels,
+                        **training_record(model_info(resolve(s.init)))}
     save_model(model.cpu(), out, info)
     return info

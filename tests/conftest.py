@@ -14,21 +14,22 @@ from codec.weights import save_model
 TINY = dict(levels=2, latent=4, width=16, stage_width=16, mixtures=2)
 
 
-def _tiny_model(tmp_path_factory, name: str, channels: int) -> str:
+def _tiny_model(tmp_path_factory, name: str, channels: int, coarse_levels: int) -> str:
     torch.manual_seed(channels)
     path = tmp_path_factory.mktemp("models") / f"{name}.safetensors"
-    save_model(VAE(Config(channels=channels, **TINY)), path)
+    save_model(VAE(Config(channels=channels, coarse_levels=coarse_levels, **TINY)), path)
     return str(path)
 
 
 @pytest.fixture(scope="session")
 def tiny_rgb(tmp_path_factory) -> str:
-    return _tiny_model(tmp_path_factory, "tiny_rgb", 3)
+    """RGB, with a coarse level like the photo model: tiles are padded to a multiple of 8, z lives at stride 4."""
+    return _tiny_model(tmp_path_factory, "tiny_rgb", 3, coarse_levels=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_gray(tmp_path_factory) -> str:
-    return _tiny_model(tmp_path_factory, "tiny_gray", 1)
+    return _tiny_model(tmp_path_factory, "tiny_gray", 1, coarse_levels=0)
 
 
 def smooth_image(h: int, w: int, channels: int, seed: int = 0) -> np.ndarray:

@@ -16,7 +16,7 @@ from codec.bitsback import CodingParams
 from codec.compressor import compress, decompress
 from codec.container import FormatError, unpack
 from codec.image import read_image
-from conftest import png_bytes, smooth_image
+from conftest import TINY, png_bytes, smooth_image
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = CodingParams(tile=16, batch=3)
@@ -65,9 +65,33 @@ def test_rate_is_close_to_the_model_elbo(tiny_rgb):
     from codec.weights import load_model
     pic, back, vz = roundtrip(png_bytes(smooth_image(48, 48, 3), "RGB"), tiny_rgb, CodingParams(tile=48, batch=1))
     model, _, _ = load_model(tiny_rgb)
-    elbo = image_bounds(model, [pic.color], k=1, tile=48).elbo_bits[0]
+    elbo = image_bounds(model, [pic.color], k=1, tile=48, calibrated=True).elbo_bits[0]
     assert np.array_equal(back.color, pic.color)
     assert abs(8 * len(vz) - elbo) < 0.03 * elbo + 600
+
+
+def test_coder_calibrates_an_overconfident_model(tmp_path):
+    """A model whose log-scales are all 2.5 too small: the coder's scale offsets win back a large part of the
+    loss, and the file costs the calibrated -ELBO."""
+    import torch
+    from codec.bound import image_bounds
+    from codec.model import VAE, Config
+    from codec.weights import save_model
+    torch.manual_seed(5)
+    model = VAE(Config(channels=3, **TINY))
+    per_component = 3 * 3 + 3                           # weights, means, log-scales, coefficients
+    with torch.no_grad():
+        for net in model.stages:
+            net[-1].bias.view(-1, per_component)[:, 6:9] -= 2.5
+    path = tmp_path / "overconfident.safetensors"
+    save_model(model, path)
+    params = CodingParams(tile=32, batch=2)
+    pic, back, vz = roundtrip(png_bytes(smooth_image(64, 64, 3), "RGB"), str(path), params)
+    assert np.array_equal(back.color, pic.color)
+    plain = image_bounds(model, [pic.color], tile=32, batch=2).elbo_bits[0]
+    calibrated = image_bounds(model, [pic.color], tile=32, batch=2, calibrated=True).elbo_bits[0]
+    assert calibrated < 0.85 * plain
+    assert abs(8 * len(vz) - calibrated) < 0.01 * calibrated + 600
 
 
 def test_decoding_is_exact_with_another_thread_count(tmp_path):
@@ -89,6 +113,27 @@ def test_decoding_is_exact_with_another_thread_count(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(back.color, pic.color)
+
+
+def test_cli_bound_plain_and_calibrated(tiny_rgb, tmp_path):
+    import re
+    from codec.bound import image_bounds
+    from codec.weights import load_model
+    arr = smooth_image(40, 24, 3)
+    (tmp_path / "a.png").write_bytes(png_bytes(arr, "RGB"))
+    numbers = {}
+    for flag in ([], ["--calibrated"]):
+        res = CliRunner().invoke(main, ["bound", str(tmp_path / "a.png"), "--model", tiny_rgb, "-k", "8", *flag])
+        assert res.exit_code == 0, res.output
+        m = re.search(r"-ELBO ([\d.]+) ± nan, IWAE \(k=8\) ([\d.]+) ± nan bits/subpixel", res.output)
+        numbers[bool(flag)] = float(m[1]), float(m[2])
+    assert ", calibrated:" in res.output
+    for elbo, iwae in numbers.values():
+        assert iwae <= elbo
+    model, _, _ = load_model(tiny_rgb)
+    expected = image_bounds(model, [arr.transpose(2, 0, 1).copy()], k=8, calibrated=True)
+    assert numbers[True][0] == pytest.approx(expected.elbo_bits[0] / expected.subpixels[0], abs=1e-4)
+    assert numbers[True][0] < numbers[False][0] - 0.01        # a random model is far from calibrated
 
 
 def test_archive_chains_images_and_restores_names(tiny_rgb, tmp_path):
@@ -243,9 +288,9 @@ def test_error_wrong_or_missing_model(vz_file, tiny_gray, tmp_path):
 def test_error_absurd_header_sizes(vz_file):
     import struct
     import zlib
-    from codec.container import MAGIC
+    from codec.container import MAGIC, VERSION
     # a header that claims 2^40 x 2^40 pixels, with a valid checksum: refused before any allocation
-    body = MAGIC + bytes([1, 0]) + b"\x05photo" + b"\0" * 8 + b"\x40\x10\x0a\x14\x12\x02\x01\x01\x02" + \
+    body = MAGIC + bytes([VERSION, 0]) + b"\x05photo" + b"\0" * 8 + b"\x40\x10\x0a\x14\x12\x02\x01\x01\x02" + \
         b"\x80\x80\x80\x80\x80\x20" * 2 + b"\0\0" + b"\0" * 8
     with pytest.raises(FormatError, match="exceeds the limit"):
         unpack(body + struct.pack("<I", zlib.crc32(body)))

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 
 from codec.bound import image_bounds
-from codec.model import VAE, Config, Mixture, mixture_log_prob
+from codec.model import SCALE_OFFSETS, VAE, Config, Mixture, calibrate, mixture_log_prob
 from codec.weights import ASSETS, load_model, model_info, reference_planes, resolve
 from conftest import TINY, smooth_image
 
@@ -36,10 +37,11 @@ def test_discretized_likelihood_sums_to_one(channels, scale):
         assert torch.allclose(total, torch.ones_like(total), atol=2e-4), total
 
 
-@pytest.mark.parametrize("levels,h,w", [(2, 12, 20), (3, 24, 40), (3, 8, 8), (2, 28, 28)])
-def test_fully_convolutional_shapes(levels, h, w):
+@pytest.mark.parametrize("levels,coarse,h,w", [(2, 0, 12, 20), (3, 0, 24, 40), (3, 0, 8, 8), (2, 0, 28, 28),
+                                               (2, 1, 24, 40), (1, 2, 8, 16), (2, 2, 32, 16)])
+def test_fully_convolutional_shapes(levels, coarse, h, w):
     torch.manual_seed(0)
-    model = VAE(Config(channels=3, **{**TINY, "levels": levels}))
+    model = VAE(Config(channels=3, coarse_levels=coarse, **{**TINY, "levels": levels}))
     x = torch.from_numpy(smooth_image(h, w, 3).transpose(2, 0, 1).copy())[None].repeat(2, 1, 1, 1)
     mean, log_std = model.posterior(x)
     s = model.config.stride
@@ -54,6 +56,56 @@ def test_fully_convolutional_shapes(levels, h, w):
     assert bool((covered == 1).all()), "every pixel is coded by exactly one stage"
     nll, kl = model.elbo_terms(x)
     assert nll.shape == kl.shape == (2,) and torch.isfinite(nll).all() and (kl >= 0).all()
+
+
+def test_coarse_levels_reuse_the_networks_below_them():
+    """Coarse levels add stages but no parameters; the stages below z's stride are the plain model's, unchanged."""
+    torch.manual_seed(0)
+    plain = VAE(Config(channels=3, **TINY))
+    coarse = VAE(Config(channels=3, coarse_levels=2, **TINY))
+    coarse.load_state_dict(plain.state_dict())
+    assert coarse.num_stages == plain.num_stages + 6
+    x = torch.from_numpy(smooth_image(32, 48, 3).transpose(2, 0, 1).copy())[None]
+    with torch.no_grad():
+        feats = plain.features(plain.posterior(x)[0])
+        for t in range(1, plain.num_stages):
+            assert plain.stage_grid(t) == coarse.stage_grid(t + 6)
+            a = plain.stage(t, feats, plain.stage_context(x, t))
+            b = coarse.stage(t + 6, feats, coarse.stage_context(x, t + 6))
+            assert torch.equal(a.means, b.means) and torch.equal(a.log_scales, b.log_scales)
+        # the first coarse level interpolates with the first level's network, on a 4x sparser grid
+        assert coarse.stage_grid(1) == (16, (8, 8)) and plain.stage_grid(1) == (4, (2, 2))
+        sparse = plain.stage(1, [feats[0][..., ::4, ::4]], coarse.stage_context(x, 1))
+        assert torch.equal(coarse.stage(1, feats, coarse.stage_context(x, 1)).means, sparse.means)
+
+
+@pytest.mark.parametrize("shift", [-0.15, 0.0, 0.3])
+def test_calibration_finds_a_log_scale_shift(shift):
+    """Pixels drawn from logistics of scale 3 levels, modelled with log-scales ``shift`` too small: each tile and
+    channel picks the offset that undoes it."""
+    g = torch.Generator().manual_seed(1)
+    b, c, h, w = 2, 3, 64, 64
+    means = torch.rand(b, 1, c, h, w, generator=g) * 1.4 - 0.7
+    log_s = math.log(3 / 127.5)
+    u = torch.rand(b, c, h, w, generator=g).clamp(1e-6, 1 - 1e-6)
+    x = ((means[:, 0] + math.exp(log_s) * torch.log(u / (1 - u)) + 1) * 127.5).round().clamp(0, 255)
+    mix = Mixture(logit_weights=torch.zeros(b, 1, c, h, w), means=means,
+                  log_scales=torch.full((b, 1, c, h, w), log_s - shift), coefficients=torch.zeros(b, 1, 3, h, w))
+    picks = calibrate(x, mix)
+    assert picks.shape == (b, c)
+    assert np.abs(SCALE_OFFSETS[picks.numpy()] - shift).max() <= 0.05 + 1e-9
+
+
+def test_calibrated_likelihood_is_at_least_the_uncalibrated_one_less_the_offsets_cost():
+    torch.manual_seed(0)
+    model = VAE(Config(channels=3, **TINY))
+    x = torch.from_numpy(smooth_image(32, 32, 3).transpose(2, 0, 1).copy())[None].repeat(2, 1, 1, 1)
+    z = torch.randn(2, TINY["latent"], 8, 8)
+    with torch.no_grad():
+        plain, calibrated = model.log_likelihood(x, z), model.log_likelihood(x, z, calibrated=True)
+    no_shift_cost = -math.log(241 / 256) * 3 * model.num_stages          # every offset index 4
+    assert torch.all(calibrated >= plain - no_shift_cost - 1e-3)
+    assert torch.all(calibrated > plain + 1.0)                            # a random model is far from calibrated
 
 
 def test_iwae_is_not_looser_than_the_elbo():

@@ -9,20 +9,20 @@ import torch
 
 from codec.data import default_root
 from codec.model import VAE, Config
-from codec.train import TrainSettings, deepen, train
+from codec.train import TrainSettings, grow, train
 from codec.weights import ModelError, load_model, model_info
 
 needs_mnist = pytest.mark.skipif(not (default_root() / "mnist").is_dir(), reason="MNIST data not present")
 SMALL = Config(channels=3, levels=1, latent=2, width=8, stage_width=8, stage_blocks=1, mixtures=2)
 
 
-def test_deepen_keeps_the_likelihood():
+def test_grow_keeps_the_likelihood():
     torch.manual_seed(0)
     start = VAE(SMALL)
     for p in start.parameters():                  # non-trivial weights, not just the initialization
         p.data.normal_(0, 0.2)
     deeper = VAE(replace(SMALL, stage_blocks=3))
-    deepen(deeper, start, "start")
+    grow(deeper, start, "start")
     assert len(deeper.stages[0]) == len(start.stages[0]) + 2
     x, z = torch.randint(0, 256, (2, 3, 8, 10)), torch.randn(2, 2, 4, 5)
     with torch.no_grad():
@@ -33,10 +33,23 @@ def test_deepen_keeps_the_likelihood():
     assert deeper.stages[1][2].conv2.weight.grad.abs().sum() > 0       # the new blocks do train
 
 
+def test_grow_adds_coarse_levels():
+    torch.manual_seed(0)
+    start = VAE(SMALL)
+    grown = VAE(replace(SMALL, stage_blocks=2, coarse_levels=2))
+    grow(grown, start, "start")
+    x = torch.randint(0, 256, (1, 3, 16, 24))
+    with torch.no_grad():
+        feats = start.features(start.posterior(x)[0])
+        last = start.num_stages - 1
+        assert torch.equal(start.stage(last, feats, start.stage_context(x, last)).means,
+                           grown.stage(last + 6, feats, grown.stage_context(x, last + 6)).means)
+
+
 @pytest.mark.parametrize("other", [replace(SMALL, stage_width=16), replace(SMALL, stage_blocks=3)])
-def test_deepen_refuses_other_architectures(other):
+def test_grow_refuses_other_architectures(other):
     with pytest.raises(ModelError, match="--init start: its configuration differs"):
-        deepen(VAE(replace(SMALL, stage_blocks=2)), VAE(other), "start")
+        grow(VAE(replace(SMALL, stage_blocks=2)), VAE(other), "start")
 
 
 @needs_mnist
