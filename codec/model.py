@@ -24,10 +24,10 @@ LOG_SCALE_MIN = -7.0                # lower clamp of the logistic log-scale, [-1
 # Scale calibration: each tile, stage and channel may shift its log-scales by one of these offsets, chosen by the
 # encoder and coded at 8-bit frequencies (index 4, no shift, is by far the cheapest), so a model that is over- or
 # under-confident on some image pays little for it.
-SCALE_OFFSETS = np.arange(-4, 12) * 0.05
-SCALE_FREQS = np.where(np.arange(16) == 4, 241, 1)
+SCALE_OFFSETS = np.arange(-4, 11) * 0.05
+SCALE_FREQS = np.where(np.arange(15) == 4, 242, 1)
 OFFSET_NATS = -np.log(SCALE_FREQS / SCALE_FREQS.sum())
-CALIBRATION_PIXELS = 1 << 10        # the choice is made on at most about this many pixels of each tile and stage
+CALIBRATION_PIXELS = 1 << 14        # the choice is made on at most about this many pixels of a batch's stage
 
 
 @dataclass(frozen=True)
@@ -243,19 +243,33 @@ def shift_scales(mix: Mixture, offsets: torch.Tensor) -> Mixture:
 
 def calibrate(x: torch.Tensor, mix: Mixture, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per tile and channel, the index into SCALE_OFFSETS that codes the stage's pixels ``x`` (B, C, h, w) in the
-    fewest bits, the offset's own cost included; (B, C) int64. Estimated on a strided subset of the pixels."""
+    fewest bits, the offset's own cost included; (B, C) int64.
+
+    Estimated on a strided subset of at most about CALIBRATION_PIXELS pixels of the batch, by a coarse-to-fine
+    search (every third offset, then the neighbours of the best), which assumes the cost is unimodal in the offset.
+    """
     b, c, h, w = x.shape
-    n = len(SCALE_OFFSETS)
-    step = max(1, math.ceil(math.sqrt(h * w / CALIBRATION_PIXELS)))
-    every = lambda a: a[..., ::step, ::step].repeat(n, *[1] * (a.dim() - 1))     # each offset a block of rows
-    offsets = torch.from_numpy(SCALE_OFFSETS).repeat_interleave(b)[:, None].expand(n * b, c)
-    trial = shift_scales(Mixture(*map(every, (mix.logit_weights, mix.means, mix.log_scales, mix.coefficients))),
-                         offsets)
-    lp = mixture_log_prob(every(x), trial)
-    if mask is not None:
-        lp = lp * every(mask)[:, None]
-    costs = -lp.sum((2, 3)).view(n, b, c).permute(1, 2, 0).double() * step ** 2
-    return (costs + torch.from_numpy(OFFSET_NATS).to(costs.device)).argmin(-1)
+    step = max(1, math.ceil(math.sqrt(b * h * w / CALIBRATION_PIXELS)))
+    sub = lambda a: a[..., ::step, ::step]
+    mix = Mixture(*map(sub, (mix.logit_weights, mix.means, mix.log_scales, mix.coefficients)))
+    x = sub(x)
+    weight = torch.ones_like(x[:, :1], dtype=torch.float32) if mask is None else sub(mask)[:, None].float()
+    offsets, nats = torch.from_numpy(SCALE_OFFSETS), torch.from_numpy(OFFSET_NATS)
+
+    def cost(idx: torch.Tensor) -> torch.Tensor:
+        lp = mixture_log_prob(x, shift_scales(mix, offsets[idx]))
+        return -(lp * weight).sum((2, 3)).double().cpu() * step ** 2 + nats[idx]
+
+    coarse = torch.arange(1, len(SCALE_OFFSETS), 3)
+    costs = torch.stack([cost(torch.full((b, c), int(i))) for i in coarse], dim=-1)
+    best, idx = costs.min(-1)
+    idx = coarse[idx]
+    for side in (idx - 1, idx + 1):
+        side = side.clamp(0, len(SCALE_OFFSETS) - 1)
+        side_cost = cost(side)
+        idx = torch.where(side_cost < best, side, idx)
+        best = torch.minimum(side_cost, best)
+    return idx
 
 
 def count_parameters(model: nn.Module) -> int:
