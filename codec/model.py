@@ -1,9 +1,10 @@
 """The VAE: a latent z at stride 2^levels and a decoder over nested 2x2 sub-grids.
 
-Pixels are decoded in ``1 + 3 * levels`` stages (DESIGN.md §4). The first stage predicts the pixels on the
-coarsest grid (stride ``S = 2**levels``) from z alone. Each level then fills the grid of half its stride in three
-stages -- the diagonal phase (1,1), then (0,1), then (1,0) -- each conditioned on z and on every pixel decoded so
-far. Within a pixel the channels are ordered (R, G, B): the means of G depend linearly on R and those of B on R
+Pixels are decoded in ``1 + 3 * (coarse_levels + levels)`` stages (DESIGN.md §4). The first stage predicts the
+pixels on the coarsest grid (stride ``S = 2**(levels + coarse_levels)``) from z alone. Each level then fills the
+grid of half its stride in three stages -- the diagonal phase (1,1), then (0,1), then (1,0) -- each conditioned on
+z and on every pixel decoded so far; the coarse levels, above z's stride, reuse the networks of the first level
+below it. Within a pixel the channels are ordered (R, G, B): the means of G depend linearly on R and those of B on R
 and G (PixelCNN++), so one network pass per stage gives the distribution of every subpixel of that stage.
 
 All networks run on space-to-depth views at the resolution of their stage, which keeps training and coding cheap.
