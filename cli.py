@@ -192,12 +192,12 @@ def decompress(input, output, force, model, device, quiet):
 @friendly
 def info(input):
     """Print the header of a .vz file."""
-    from codec.container import unpack
+    from codec.container import VERSION, unpack
     from codec.image import MODES
 
     data = read_input(input)
     h, payload = unpack(data)
-    click.echo(f"format: vaezip .vz version 1{' archive' if h.archive else ''}")
+    click.echo(f"format: vaezip .vz version {VERSION}{' archive' if h.archive else ''}")
     click.echo(f"model: {h.model} (weights {h.weights.hex()})")
     click.echo(f"coding: tile {h.tile}, batch {h.batch}, network threads {h.threads}, lanes {h.lanes}, "
                f"latent buckets 2^{h.latent_bits}, posterior precision {h.posterior_precision}, "

@@ -172,6 +172,7 @@ def test_cli_single_file_defaults_and_force(tiny_rgb, tmp_path):
     assert np.array_equal(np.asarray(Image.open(src)), smooth_image(10, 12, 3))
     res = runner.invoke(main, ["info", str(tmp_path / "a.vz")])
     assert res.exit_code == 0 and "12x10 RGB" in res.output and "lanes" in res.output
+    assert f"version {(tmp_path / 'a.vz').read_bytes()[4]}" in res.output
 
 
 def test_cli_stdin_to_stdout(tiny_rgb):
