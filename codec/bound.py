@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .bitsback import CodingParams
 from .model import VAE
 from .tiles import gather, plan_batches, plan_tiles
 
@@ -23,8 +24,9 @@ def _log_normal(z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> t
     return (-0.5 * ((z - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
 
 
-def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = 256, batch: int = 4,
-                 seed: int = 0, device: str = "cpu", calibrated: bool = False) -> Bound:
+def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = CodingParams.tile,
+                 batch: int = CodingParams.batch, seed: int = 0, device: str = "cpu",
+                 calibrated: bool = False) -> Bound:
     """-ELBO (mean of k single-sample estimates) and -log (1/k) sum_i q(x|z_i) q(z_i) / p(z_i|x) per image.
 
     ``planes`` are (C, H, W) uint8 colour planes; images are cut into the same tiles as the codec uses.

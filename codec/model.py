@@ -186,9 +186,9 @@ class VAE(nn.Module):
             ms = None if mask is None else mask[:, oy::stride, ox::stride]
             mix = self.stage(t, feats, self.stage_context(x, t))
             if calibrated:
-                picks = calibrate(xs, mix, ms).cpu().numpy()
-                mix = shift_scales(mix, torch.from_numpy(SCALE_OFFSETS[picks]))
-                total = total - torch.from_numpy(OFFSET_NATS[picks][:, :channels].sum(1)).to(x.device)
+                picks = calibrate(xs, mix, ms)
+                mix = shift_scales(mix, torch.from_numpy(SCALE_OFFSETS)[picks])
+                total = total - torch.from_numpy(OFFSET_NATS)[picks][:, :channels].sum(1).to(x.device)
             lp = mixture_log_prob(xs, mix)[:, :channels]
             if ms is not None:
                 lp = lp * ms[:, None]
