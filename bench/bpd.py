@@ -29,14 +29,13 @@ import PIL
 import torch
 
 from baselines import Baseline, baselines
-from codec.bitsback import CodingParams
-from codec.bound import image_bounds, summary
-from codec.compressor import compress, decompress
-from codec.container import unpack
-from codec.data import kodak_paths, load_cifar10, load_mnist
-from codec.image import Picture, read_image
-from codec.rans import Message
-from codec.weights import load_model
+from vaezip.bound import image_bounds, summary
+from vaezip.compressor import compress, decompress
+from vaezip.container import CodingParams, unpack
+from vaezip.data import kodak_paths, load_cifar10, load_mnist
+from vaezip.image import Picture, read_image
+from vaezip.rans import Message
+from vaezip.weights import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = {   # title, default model, default image counts (None: all) for one-at-a-time, IWAE and timing
@@ -75,15 +74,16 @@ def load(dataset: str, root: Path | None) -> tuple[str, list[np.ndarray]]:
 def vaezip(mode: str, model: str, archive: bool) -> Method:
     """vaezip with default coding parameters: one archive of all images (no names stored) or one file each."""
     params = CodingParams()
+    names = lambda xs: [f"{i}.png" for i in range(len(xs))]
     if archive:
         return Method("vaezip archive",
-                      lambda xs: [compress([Picture(mode, x) for x in xs], [""] * len(xs), model, params, True)],
-                      lambda fs: [p.color for p in decompress(fs[0], model_override=model)[1]],
+                      lambda xs: [compress([Picture(mode, x) for x in xs], names(xs), model, params, True)],
+                      lambda fs: [p.color for p in decompress(*unpack(fs[0]), model_override=model)],
                       "one .vz file for all images, bits back chained across them")
     return Method("vaezip one at a time",
                   lambda xs: [compress([Picture(mode, x)], [""], model, params) for x in xs],
-                  lambda fs: [decompress(f, model_override=model)[1][0].color for f in fs],
-                  "one .vz file per image; times include loading the model for each file")
+                  lambda fs: [decompress(*unpack(f), model_override=model)[0].color for f in fs],
+                  "one .vz file per image")
 
 
 def per_image(b: Baseline) -> Method:
@@ -127,7 +127,7 @@ def measure(method: Method, images: list[np.ndarray], timing: int, runs: int) ->
 def overhead(files: list[bytes], elbo_bits: float) -> dict:
     """Bits of a set of .vz files split into header (without checksums), checksums (the pixels' and the file's
     CRC-32), per-lane flush (the folded heads and the tail length) and the rANS tail, compared with -ELBO."""
-    header = checksums = flush = tail = lanes = fixed_first = 0
+    header = checksums = flush = tail = lanes = 0
     for data in files:
         head, payload = unpack(data)
         words = Message.from_bytes(payload, head.lanes).tail.size
@@ -136,10 +136,8 @@ def overhead(files: list[bytes], elbo_bits: float) -> dict:
         flush += len(payload) - 4 * words
         tail += 4 * words
         lanes += head.lanes
-        fixed_first += head.fixed_first
     return dict(file=8 * sum(map(len, files)), elbo=elbo_bits, header=8 * header, checksums=8 * checksums,
-                flush=8 * flush, remainder=8 * tail - elbo_bits, files=len(files), lanes=lanes,
-                fixed_first=fixed_first)
+                flush=8 * flush, remainder=8 * tail - elbo_bits, files=len(files), lanes=lanes)
 
 
 def machine(threads: int) -> dict:
@@ -177,7 +175,7 @@ def run(dataset: str, limit: int | None = None, single_limit: int | None = None,
 
         params = CodingParams()
         elbo = image_bounds(vae, images, 1, params.tile, params.batch)
-        coded_elbo = image_bounds(vae, images, 1, params.tile, params.batch, calibrated=True)
+        coded_elbo = image_bounds(vae, images, 1, params.tile, params.batch, calibrate=True)
         subset = image_bounds(vae, images[:iwae_n], iwae_k, params.tile, params.batch)
         bounds = dict(elbo=summary(elbo.elbo_bits, elbo.subpixels),
                       calibrated=summary(coded_elbo.elbo_bits, coded_elbo.subpixels),
@@ -263,9 +261,8 @@ def markdown(r: dict) -> str:
         label = {"file": "whole files", "elbo": "calibrated −ELBO"}.get(part, part)
         cells = [f"{c[part] / subpixels[name]:.4f} | {c[part] / 8:,.0f}" for name, c in r["overhead"].items()]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "rANS lanes, and files whose first batch was coded with a fixed latent (no bits back): " +
-              "; ".join(f"{name}: {c['lanes']} lanes, {c['fixed_first']} of {c['files']} file(s)"
-                        for name, c in r["overhead"].items()) + ".", "",
+    lines += ["", "rANS lanes: " + "; ".join(f"{name}: {c['lanes']} lanes in {c['files']} file(s)"
+                                            for name, c in r["overhead"].items()) + ".", "",
               "## Published (not measured here)", "",
               "Numbers from the literature as listed in DESIGN.md §7; other implementations, machines and "
               "sometimes other subsets, not comparable run for run.", "",

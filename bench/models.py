@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from codec import data  # noqa: E402
-from codec.bound import image_bounds, summary  # noqa: E402
-from codec.image import read_image  # noqa: E402
-from codec.bitsback import CodingParams  # noqa: E402
-from codec.model import VAE, Config, count_parameters  # noqa: E402
-from codec.train import PRESETS, grow  # noqa: E402
-from codec.weights import ASSETS, load_model, model_info, reference_planes, save_model  # noqa: E402
+from vaezip import data
+from vaezip.bound import image_bounds, summary
+from vaezip.image import read_image
+from vaezip.container import CodingParams
+from vaezip.model import VAE, Config, count_parameters
+from vaezip.train import PRESETS, grow
+from vaezip.weights import ASSETS, load_model, model_info, read_model, reference_planes, save_model
 
 TEST_SETS = {"mnist": "MNIST test", "cifar10": "CIFAR-10 test", "photo": "Kodak (24 images)"}
 REFERENCES = {"mnist": ["mnist-test-0.png", "mnist-test-1.png"],
@@ -43,7 +40,7 @@ def test_planes(name: str, root: Path | None) -> list[np.ndarray]:
 
 def measure(model, planes: list[np.ndarray], k: int, n: int, calibrated: bool = False) -> dict:
     t0 = time.time()
-    b = image_bounds(model, planes[:n], k=k, tile=TILE, seed=k, calibrated=calibrated)
+    b = image_bounds(model, planes[:n], k=k, tile=TILE, seed=k, calibrate=calibrated)
     elbo, elbo_se = summary(b.elbo_bits, b.subpixels)
     iwae, iwae_se = summary(b.iwae_bits, b.subpixels)
     return {"k": k, "calibrated": calibrated, "images": len(planes[:n]), "elbo": round(elbo, 4),
@@ -60,13 +57,20 @@ def training_history(info: dict, config: Config) -> list[str]:
         runs.insert(0, runs[0]["init"])
     lines = []
     for i, run in enumerate(runs):
+        if "conversion" in run:
+            lines.append(f"converted to an integer network: {run['conversion']}")
+            continue
         blocks = run.get("stage_blocks", config.stage_blocks)
         coarse = run.get("coarse_levels", config.coarse_levels if i + 1 == len(runs) else 0)
         arch = f"{blocks} residual block(s) per stage" + (f" and {coarse} coarse levels" if coarse else "")
         crops = f" of {run['crop']} px crops" if run.get("crop") else ""
-        lines.append(f"{run.get('steps')} steps of batch {run.get('batch')}{crops}, Adam lr {run.get('lr')} (cosine), "
-                     f"seed {run.get('seed')}, {run.get('wall_seconds', 0) / 60:.0f} min, "
-                     f"{'grown to' if i else 'with'} {arch} ({run.get('parameters', 0):,} parameters); "
+        quantized = run.get("quantized_from_step")
+        aware = "" if quantized is None else (", quantization-aware throughout" if quantized == 0 else
+                                              f", quantization-aware from step {quantized}")
+        grown = i and (blocks, coarse) != (runs[i - 1].get("stage_blocks"), runs[i - 1].get("coarse_levels"))
+        lines.append(f"{run.get('steps')} steps of batch {run.get('batch')}{crops}, Adam lr {run.get('lr')} "
+                     f"(cosine){aware}, seed {run.get('seed')}, {run.get('wall_seconds', 0) / 60:.0f} min, "
+                     f"{'grown to' if grown else 'with'} {arch} ({run.get('parameters', 0):,} parameters); "
                      f"validation -ELBO {run.get('validation_bpd')}")
     return lines
 
@@ -132,11 +136,14 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     weights = args.weights or Path("runs") / args.name / f"{args.name}.safetensors"
-    trained, _, _ = load_model(str(weights))
-    info = {"stage_blocks": trained.config.stage_blocks, "coarse_levels": trained.config.coarse_levels,
+    model = read_model(weights)
+    info = {"stage_blocks": model.config.stage_blocks, "coarse_levels": model.config.coarse_levels,
             **model_info(weights)}
-    model = VAE(PRESETS[args.name])
-    grow(model, trained, str(weights))         # into the preset: the same model unless it grew since training
+    if model.config != PRESETS[args.name]:      # grow into the preset's architecture
+        grown = VAE(PRESETS[args.name])
+        grow(grown, model, str(weights))
+        grown.freeze()
+        model = grown
     planes = test_planes(args.name, args.data)
     tests = [measure(model, planes, k, n) for k, n in ((1, args.n1), (10, args.n10), (100, args.n100))]
     tests.append(measure(model, planes, 1, args.n1, calibrated=True))

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bitsback import CodingParams
+from .container import CodingParams
 from .model import VAE
-from .tiles import gather, plan_batches, plan_tiles
+from .tiles import gather, mask, plan_batches, plan_tiles
 
 
 @dataclass
@@ -26,29 +26,29 @@ def _log_normal(z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> t
 
 def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = CodingParams.tile,
                  batch: int = CodingParams.batch, seed: int = 0, device: str = "cpu",
-                 calibrated: bool = False) -> Bound:
+                 calibrate: bool = False) -> Bound:
     """-ELBO (mean of k single-sample estimates) and -log (1/k) sum_i q(x|z_i) q(z_i) / p(z_i|x) per image.
 
     ``planes`` are (C, H, W) uint8 colour planes; images are cut into the same tiles as the codec uses.
-    ``calibrated``: q(x|z) with the codec's per-tile scale offsets, their coding cost included.
+    ``calibrate``: q(x|z) with the codec's per-tile scale offsets, their coding cost included.
     """
     gen = torch.Generator().manual_seed(seed)
     channels = model.config.channels
     elbo = np.zeros(len(planes))
     iwae = np.zeros(len(planes))
-    tiles = plan_tiles([p.shape[1:] for p in planes], tile, model.config.grid)
+    tiles = plan_tiles([p.shape for p in planes], tile, model.config.grid)
     for group in plan_batches(tiles, batch, tile):
-        x, mask = gather(planes, group)
+        x = gather(planes, group)
         coded = x.shape[1]
         xt = torch.from_numpy(np.repeat(x, channels // coded, axis=1)).to(device)
-        mt = torch.from_numpy(mask).to(device)
+        mt = torch.from_numpy(mask(group)).to(device)
         with torch.no_grad():
             mean, log_std = model.posterior(xt)
             log_w = []
             for _ in range(k):
                 z = mean + torch.randn(mean.shape, generator=gen).to(device) * log_std.exp()
                 log_prior = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
-                log_lik = model.log_likelihood(xt, z, mt, coded, calibrated)
+                log_lik = model.log_likelihood(xt, z, mt, coded, calibrate)
                 log_w.append(log_lik + log_prior - _log_normal(z, mean, log_std))
             log_w = torch.stack(log_w).double().cpu()            # (k, B) nats
         tile_elbo = -log_w.mean(0).numpy() / math.log(2)

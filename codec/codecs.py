@@ -11,8 +11,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from codec import rans
-from codec.tables import FRAC_BITS, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp_table, normal_buckets
+from . import rans
+from .tables import FRAC_BITS, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp_table, normal_buckets
 
 
 class TableCodec:
@@ -261,12 +261,13 @@ def _join(fn, values, start, block, k):
     return tuple(np.concatenate([p[j] for p in parts]) if parts else np.empty(0, dtype=np.int64) for j in range(k))
 
 
-# logistic grids: mean in 1/64 of a level over [-64, 320], log scale (natural log, levels) in 1/32 over [-7, 6]
-MEAN_STEP, MEAN_RANGE = 1 / 64, (-64.0, 320.0)
+# logistic grids: mean in 1/64 of a level over [-1024, 1280], log scale (natural log, levels) in 1/32 over [-7, 6]
+MEAN_STEP, MEAN_RANGE = 1 / 64, (-1024.0, 1280.0)
 LOG_SCALE_STEP, LOG_SCALE_RANGE = 1 / 32, (-7.0, 6.0)
 LOGIT_STEP, LOGIT_SPAN = 1 / 64, 24.0  # mixture logits; components LOGIT_SPAN below the top get weight 0
 WEIGHT_BITS = 8  # integer mixture weights sum to 2^8
 LEVELS = 256
+LEVEL_PRECISION_MIN = 8  # pixel CDFs need 2^p >= LEVELS
 # 2^20 / scale per log-scale grid index (an exact power-of-two multiple of the correctly rounded exp)
 _LOGISTIC_SLOPE = exp_table(-LOG_SCALE_RANGE[0], -LOG_SCALE_STEP, 417) * _U_SCALE
 _EXP_NEG = exp_table(0, -LOGIT_STEP, int(LOGIT_SPAN / LOGIT_STEP) + 1)  # exp(-j / 64)
@@ -321,8 +322,8 @@ class _LevelCodec(_LazyCdfCodec):
     alphabet, _bits = LEVELS, 8
 
     def _setup(self, means, log_scales, precision):
-        if not 8 <= precision <= rans.MAX_PRECISION:
-            raise ValueError(f"precision must be in 8..{rans.MAX_PRECISION}, got {precision}")
+        if not LEVEL_PRECISION_MIN <= precision <= rans.MAX_PRECISION:
+            raise ValueError(f"precision must be in {LEVEL_PRECISION_MIN}..{rans.MAX_PRECISION}, got {precision}")
         if means.shape != log_scales.shape:
             raise ValueError("mean and log scale parameters differ in shape")
         self.precision, self._means, self._log_scales, self.n = precision, means, log_scales, means.shape[0]
@@ -416,12 +417,15 @@ POST_LOG_SIGMA_STEP, POST_LOG_SIGMA_RANGE = 1 / 64, (-10.0, 3.0)
 _GAUSS_SLOPE = exp_table(-POST_LOG_SIGMA_RANGE[0], -POST_LOG_SIGMA_STEP, 833) * _U_SCALE  # 2^20 / sigma
 
 
+LATENT_BITS_MAX = 12
+
+
 class GaussianLatent:
-    """Latents on 2^bits buckets of equal mass under N(0, 1), 1 <= bits <= 12."""
+    """Latents on 2^bits buckets of equal mass under N(0, 1), 1 <= bits <= LATENT_BITS_MAX."""
 
     def __init__(self, bits):
-        if not 1 <= bits <= 12:
-            raise ValueError(f"bits must be in 1..12, got {bits}")
+        if not 1 <= bits <= LATENT_BITS_MAX:
+            raise ValueError(f"bits must be in 1..{LATENT_BITS_MAX}, got {bits}")
         self.bits = bits
         self.edges, self._centres = normal_buckets(bits)
         self._finite_edges = np.clip(self.edges, -_OPEN, _OPEN)
@@ -499,69 +503,59 @@ class GaussianPosterior(_LazyCdfCodec):
         return bucket
 
 
-class Parallel(TableCodec):
-    """Table codecs of one precision coded as a single core call over their concatenated symbols.
+class Sequence:
+    """Codecs chained by a description of the decoding (craystack's ``from_generator``).
 
-    Symbols are a sequence of arrays, one per codec.
+    ``describe(data)`` returns a generator that yields ``(codec, symbols)`` pairs in decoding order and receives,
+    for each, the symbols of that codec; it returns the decoded data. Decoding calls ``describe(None)``: the
+    yielded symbols are None and the generator receives what each codec pops. Encoding calls ``describe(data)``:
+    the generator yields the symbols to code (from ``data``, or choices only the encoder makes) and receives them
+    back; the pairs are then pushed in reverse, so that decoding pops them in order.
     """
 
-    def __init__(self, codecs):
-        self.codecs = list(codecs)
-        precisions = {c.precision for c in self.codecs}
-        if len(precisions) != 1:
-            raise ValueError(f"Parallel needs codecs of one precision, got {sorted(precisions)}")
-        (self.precision,) = precisions
-        self._offsets = np.cumsum([0] + [c.n for c in self.codecs])
-        self.n = int(self._offsets[-1])
+    def __init__(self, describe):
+        self.describe = describe
 
-    def _validate(self, symbols):
-        if len(symbols) != len(self.codecs):
-            raise ValueError(f"expected {len(self.codecs)} symbol arrays, got {len(symbols)}")
-        parts = [c._validate(s) for c, s in zip(self.codecs, symbols)]
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-
-    def _parts(self, idx):
-        """(codec, local slice, position in idx) for each codec overlapping the slice ``idx``."""
-        lo, hi, _ = idx.indices(self.n)
-        first = np.searchsorted(self._offsets, lo, side="right") - 1
-        for j in range(first, len(self.codecs)):
-            a, b = max(lo, self._offsets[j]), min(hi, self._offsets[j + 1])
-            if a >= hi:
-                break
-            if a < b:
-                yield self.codecs[j], slice(a - self._offsets[j], b - self._offsets[j]), slice(a - lo, b - lo)
-
-    def start_freq(self, symbols, idx=slice(None)):
-        start, freq = np.empty(symbols.size, dtype=np.int64), np.empty(symbols.size, dtype=np.int64)
-        for codec, local, pos in self._parts(idx):
-            start[pos], freq[pos] = codec.start_freq(symbols[pos], local)
-        return start, freq
-
-    def lookup(self, cf, idx):
-        out = np.empty((3, cf.size), dtype=np.int64)
-        for codec, local, pos in self._parts(idx):
-            for row, part in zip(out, codec.lookup(cf[pos], local)):
-                row[pos] = part
-        return tuple(out)
+    def push(self, msg, data):
+        steps = []
+        _drive(self.describe(data), lambda codec, symbols: steps.append((codec, symbols)) or symbols)
+        for codec, symbols in reversed(steps):
+            codec.push(msg, symbols)
 
     def pop(self, msg):
-        return np.split(super().pop(msg), self._offsets[1:-1])
+        return _drive(self.describe(None), lambda codec, _: codec.pop(msg))
 
 
-class Serial:
-    """Codecs applied in sequence to a sequence of symbol groups; the first codec's group is popped first."""
+def _drive(generator, step):
+    """Run a description: ``step(codec, symbols)`` gives what each yield receives; returns the generator's value."""
+    received = None
+    try:
+        while True:
+            received = step(*generator.send(received))
+    except StopIteration as stop:
+        return stop.value
 
-    def __init__(self, codecs):
-        self.codecs = list(codecs)
 
-    def push(self, msg, symbols):
-        if len(symbols) != len(self.codecs):
-            raise ValueError(f"expected {len(self.codecs)} symbol groups, got {len(symbols)}")
-        for codec, group in zip(reversed(self.codecs), reversed(list(symbols))):
-            codec.push(msg, group)
+class Choice:
+    """The shortest of several codecs for the same data: push tries each on a copy of the message, keeps the
+    shortest and pushes its index (uniform); pop reads the index first."""
+
+    def __init__(self, options):
+        self.options = list(options)
+        self.index = UniformCount(1, len(self.options))
+
+    def push(self, msg, data):
+        best = None
+        for i, codec in enumerate(self.options):
+            trial = msg.copy()
+            codec.push(trial, data)
+            self.index.push(trial, np.array([i]))
+            if best is None or trial.num_bits() < best.num_bits():
+                best = trial
+        msg.assign(best)
 
     def pop(self, msg):
-        return [codec.pop(msg) for codec in self.codecs]
+        return self.options[int(self.index.pop(msg)[0])].pop(msg)
 
 
 class BBANS:

@@ -1,49 +1,99 @@
-"""The .vz container (docs/FORMAT.md): header, per-image records, rANS payload, CRC-32 of the whole file."""
+"""The .vz container (docs/FORMAT.md): header, coding parameters, image records, rANS payload, CRC-32.
+
+This module is the one home of the file format: every field, its limits, and the checks a reader applies before
+it allocates anything.
+"""
 from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
+
+from . import rans
+from .codecs import LATENT_BITS_MAX, LEVEL_PRECISION_MIN
+from .image import MAX_PIXELS, MODES, Mode
+from .layers import COLOURS, PLANES, shapes
 
 MAGIC = b"VAEZ"
-VERSION = 2
-MODE_CODES = {"L": 0, "LA": 1, "RGB": 2, "RGBA": 3, "1": 4}
-MODE_NAMES = {v: k for k, v in MODE_CODES.items()}
-HASH_BYTES = 8
-CHECKSUM_BYTES = 8
-LIMITS = {"images": 1 << 20, "side": 1 << 20, "pixels": 1 << 28, "name": 4096, "lanes": 1 << 20, "tile": 1 << 14,
-          "batch": 1 << 12, "threads": 256}
+VERSION = 3
+HASH_BYTES = 8                  # weights hash: the first bytes of the SHA-256 of the weights file
+CHECKSUM_BYTES = 8              # BLAKE2b digest of every image's pixels
+FLAG_ARCHIVE, FLAG_DEFLATED = 1, 2
+LIMITS = {"images": 1 << 20, "side": 1 << 20, "name": 4096, "model": 256, "lanes": 1 << 12, "icc": 1 << 24,
+          "metadata": 64, "key": 80, "value": 1 << 24}
+UNSAFE_NAME_CHARS = set('/\\\0:')
 
 
 class FormatError(ValueError):
     """A .vz file that is truncated, corrupt, of another version or otherwise unreadable."""
 
 
+@dataclass(frozen=True)
+class CodingParams:
+    """How the images are cut and coded: one record of the header. ``RANGES`` lists what a decoder accepts."""
+    tile: int = 256                 # tile side in pixels
+    batch: int = 4                  # tiles per network call (in full tiles' worth of pixels)
+    latent_bits: int = 10           # log2 of the number of latent buckets
+    posterior_precision: int = 20   # bits of the posterior CDFs
+    pixel_precision: int = 18       # bits of the pixel CDFs
+
+    def check(self) -> None:
+        """Raise ValueError unless every field is in range."""
+        for f, value in zip(fields(self), astuple(self)):
+            lo, hi = RANGES[f.name]
+            if not lo <= value <= hi:
+                raise ValueError(f"{f.name.replace('_', ' ')} {value} is outside {lo}..{hi}")
+        if self.posterior_precision <= self.latent_bits:
+            raise ValueError("the posterior precision must exceed the latent bits")
+
+
+RANGES = {"tile": (8, 4096), "batch": (1, 4096), "latent_bits": (1, LATENT_BITS_MAX),
+          "posterior_precision": (2, rans.MAX_PRECISION), "pixel_precision": (LEVEL_PRECISION_MIN, rans.MAX_PRECISION)}
+
+
 @dataclass
 class ImageRecord:
-    name: str
-    mode: str
+    name: str                       # file name in an archive, "" for a single image
+    mode: str                       # a key of image.MODES
     height: int
     width: int
     icc: bytes = b""
-    alpha_values: list[tuple[int, int]] = field(default_factory=list)   # (value, count) of the alpha plane
+    palette: bytes = b""            # mode P: RGB triples
+    metadata: list[tuple[str, bytes]] = field(default_factory=list)     # image.metadata_of
+    coding: int = PLANES            # layers.PLANES or layers.COLOURS
+    alphas: list[list[tuple[int, int]]] = field(default_factory=list)   # per layer, (value, count) of its alpha
+
+    def __post_init__(self):
+        if not self.alphas and not any(alpha for _, alpha in self.layers):
+            self.alphas = [[] for _ in self.layers]
+
+    @property
+    def kind(self) -> Mode:
+        return MODES[self.mode]
+
+    @property
+    def layers(self) -> list[tuple[int, bool]]:
+        """(colour planes, alpha) of every coded layer."""
+        return shapes(self.mode, self.coding, self.palette, self.metadata)
+
+    @property
+    def subpixels(self) -> int:
+        return (self.kind.planes + self.kind.alpha) * self.height * self.width
 
 
 @dataclass
 class Header:
     model: str
-    weights: bytes                     # first HASH_BYTES of the weights' SHA-256
-    tile: int
-    batch: int
-    latent_bits: int
-    posterior_precision: int
-    pixel_precision: int
-    threads: int                       # intra-op threads of the network calls (results depend on it)
+    weights: bytes                  # HASH_BYTES of the weights' SHA-256
+    params: CodingParams
     lanes: int
-    fixed_first: bool                  # the first batch was coded with z at the prior median, without bits back
     archive: bool
     images: list[ImageRecord]
-    checksum: bytes                    # 8-byte BLAKE2b of every image's pixels, in order
+    checksum: bytes                 # CHECKSUM_BYTES of BLAKE2b over every image's pixels, in order
+
+    @property
+    def subpixels(self) -> int:
+        return sum(r.subpixels for r in self.images)
 
 
 def _varint(v: int) -> bytes:
@@ -69,7 +119,7 @@ class _Reader:
         self.pos += n
         return self.data[self.pos - n:self.pos]
 
-    def varint(self, limit: int, what: str) -> int:
+    def varint(self, lo: int, hi: int, what: str) -> int:
         v, shift = 0, 0
         while True:
             byte = self.take(1)[0]
@@ -79,12 +129,23 @@ class _Reader:
                 break
             if shift > 63:
                 raise FormatError(f"corrupt .vz file: bad {what}")
-        if v > limit:
-            raise FormatError(f"corrupt .vz file: {what} {v} exceeds the limit {limit}")
+        if not lo <= v <= hi:
+            raise FormatError(f"corrupt .vz file: {what} {v} is outside {lo}..{hi}")
         return v
 
     def blob(self, limit: int, what: str) -> bytes:
-        return self.take(self.varint(min(limit, len(self.data)), what))
+        return self.take(self.varint(0, min(limit, len(self.data) - self.pos), what))
+
+    def text(self, limit: int, what: str) -> str:
+        try:
+            return self.blob(limit, what).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"corrupt .vz file: {what} is not UTF-8") from None
+
+
+def safe_name(name: str) -> bool:
+    """A bare file name that cannot reach outside the folder it is written to."""
+    return name not in ("", ".", "..") and not UNSAFE_NAME_CHARS & set(name) and name.isprintable()
 
 
 def _records(header: Header) -> bytes:
@@ -92,10 +153,14 @@ def _records(header: Header) -> bytes:
     for im in header.images:
         if header.archive:
             out += _bytes(im.name.encode())
-        out += bytes([MODE_CODES[im.mode]]) + _varint(im.height) + _varint(im.width) + _bytes(im.icc)
-        out += _varint(len(im.alpha_values))
-        for value, count in im.alpha_values:
-            out += bytes([value]) + _varint(count)
+        out += bytes([im.kind.code, im.coding]) + _varint(im.height) + _varint(im.width) + _bytes(im.icc)
+        out += _bytes(im.palette) + _varint(len(im.metadata))
+        for key, value in im.metadata:
+            out += _bytes(key.encode()) + _bytes(value)
+        for table in im.alphas:
+            out += _varint(len(table))
+            for value, count in table:
+                out += bytes([value]) + _varint(count)
     return bytes(out)
 
 
@@ -108,12 +173,12 @@ def pack(header: Header, payload: bytes) -> bytes:
     records = _records(header)
     deflated = _bytes(_deflate(records))
     small = len(deflated) < len(records)      # archives of similar images: their records deflate to almost nothing
-    flags = int(header.archive) | int(header.fixed_first) << 1 | int(small) << 2
+    flags = FLAG_ARCHIVE * header.archive | FLAG_DEFLATED * small
     out = bytearray(MAGIC + bytes([VERSION, flags]))
     out += _bytes(header.model.encode()) + header.weights
-    for v in (header.tile, header.batch, header.latent_bits, header.posterior_precision, header.pixel_precision,
-              header.threads, header.lanes, len(header.images)):
-        out += _varint(v)
+    for value in astuple(header.params):
+        out += _varint(value)
+    out += _varint(header.lanes) + _varint(len(header.images))
     out += (deflated if small else records) + header.checksum + payload
     return bytes(out + struct.pack("<I", zlib.crc32(out)))
 
@@ -123,37 +188,39 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if len(data) < len(MAGIC) + 6 or data[:len(MAGIC)] != MAGIC:
         raise FormatError("not a .vz file (bad magic)")
     if data[4] != VERSION:
-        raise FormatError(f"unsupported .vz format version {data[4]} (this vaezip reads version {VERSION})")
+        raise FormatError(f"unsupported .vz format version {data[4]} (this vaezip reads version {VERSION}; "
+                          f"decode older files with the vaezip that wrote them)")
     if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
         raise FormatError("corrupt or truncated .vz file (checksum mismatch)")
     r = _Reader(data[:-4])
     r.take(5)
     flags = r.take(1)[0]
-    if flags > 7:
+    if flags & ~(FLAG_ARCHIVE | FLAG_DEFLATED):
         raise FormatError("corrupt .vz file: unknown flags")
-    archive, fixed_first = bool(flags & 1), bool(flags & 2)
-    model = r.blob(256, "model name").decode("utf-8", "replace")
+    model = r.text(LIMITS["model"], "model name")
     weights = r.take(HASH_BYTES)
-    tile, batch = r.varint(LIMITS["tile"], "tile size"), r.varint(LIMITS["batch"], "batch size")
-    latent_bits, post_p, pix_p = (r.varint(24, "precision") for _ in range(3))
-    threads = r.varint(LIMITS["threads"], "thread count")
-    lanes = r.varint(LIMITS["lanes"], "lane count")
-    count = r.varint(LIMITS["images"], "image count")
-    if flags & 4:
-        images = _parse_records(_Reader(_inflate(r.blob(len(data), "image table"), count)), count, archive, True)
+    params = CodingParams(*(r.varint(*RANGES[f.name], f.name.replace("_", " ")) for f in fields(CodingParams)))
+    try:
+        params.check()
+    except ValueError as e:
+        raise FormatError(f"corrupt .vz file: {e}") from None
+    lanes = r.varint(1, LIMITS["lanes"], "lane count")
+    count = r.varint(1, LIMITS["images"], "image count")
+    archive = bool(flags & FLAG_ARCHIVE)
+    if flags & FLAG_DEFLATED:
+        table = _Reader(_inflate(r.blob(len(data), "image table"), count))
+        images = _parse_records(table, count, archive)
+        if table.pos != len(table.data):
+            raise FormatError("corrupt .vz file: trailing bytes in the image table")
     else:
-        images = _parse_records(r, count, archive, False)
+        images = _parse_records(r, count, archive)
     checksum = r.take(CHECKSUM_BYTES)
-    if 0 in (tile, batch, lanes, threads):
-        raise FormatError("corrupt .vz file: zero coding parameter")
-    header = Header(model, weights, tile, batch, latent_bits, post_p, pix_p, threads, lanes, fixed_first, archive,
-                    images, checksum)
-    return header, data[r.pos:-4]
+    return Header(model, weights, params, lanes, archive, images, checksum), data[r.pos:-4]
 
 
 def _inflate(data: bytes, count: int) -> bytes:
     """Inflate the image table, never to more than ``count`` records of the largest possible size."""
-    limit = count * (LIMITS["name"] + (1 << 24) + 2048) + 1
+    limit = count * (LIMITS["name"] + LIMITS["icc"] + 2048) + 1
     unpacker = zlib.decompressobj(-15)
     try:
         out = unpacker.decompress(data, min(limit, 1 << 28))
@@ -164,20 +231,34 @@ def _inflate(data: bytes, count: int) -> bytes:
     return out
 
 
-def _parse_records(r: _Reader, count: int, archive: bool, whole: bool) -> list[ImageRecord]:
-    """``count`` image records from r; ``whole``: r must hold exactly these records."""
+def _parse_records(r: _Reader, count: int, archive: bool) -> list[ImageRecord]:
     images = []
+    codes = {m.code: name for name, m in MODES.items()}
     for _ in range(count):
-        name = r.blob(LIMITS["name"], "name").decode("utf-8", "replace") if archive else ""
-        mode = MODE_NAMES.get(r.take(1)[0])
+        name = r.text(LIMITS["name"], "image name") if archive else ""
+        if archive and not safe_name(name):
+            raise FormatError(f"corrupt .vz file: unsafe image name {name!r}")
+        mode, coding = codes.get(r.take(1)[0]), r.take(1)[0]
         if mode is None:
             raise FormatError("corrupt .vz file: unknown image mode")
-        h, w = r.varint(LIMITS["side"], "height"), r.varint(LIMITS["side"], "width")
-        if h * w > LIMITS["pixels"] or h == 0 or w == 0:
-            raise FormatError(f"corrupt .vz file: image size {w}x{h} out of range")
-        icc = r.blob(1 << 24, "ICC profile")
-        alpha = [(r.take(1)[0], r.varint(h * w, "alpha count")) for _ in range(r.varint(256, "alpha table"))]
-        images.append(ImageRecord(name, mode, h, w, icc, alpha))
-    if whole and r.pos != len(r.data):
-        raise FormatError("corrupt .vz file: trailing bytes in the image table")
+        if coding not in (PLANES, COLOURS) or (coding == COLOURS and mode != "P"):
+            raise FormatError("corrupt .vz file: unknown coding of the pixels")
+        h, w = r.varint(1, LIMITS["side"], "height"), r.varint(1, LIMITS["side"], "width")
+        if h * w > MAX_PIXELS:
+            raise FormatError(f"corrupt .vz file: image size {w}x{h} exceeds {MAX_PIXELS} pixels")
+        icc = r.blob(LIMITS["icc"], "ICC profile")
+        palette = r.blob(768, "palette")
+        if (mode == "P") != bool(palette) or len(palette) % 3:
+            raise FormatError("corrupt .vz file: bad palette")
+        metadata = [(r.text(LIMITS["key"], "metadata key"), r.blob(LIMITS["value"], "metadata"))
+                    for _ in range(r.varint(0, LIMITS["metadata"], "metadata count"))]
+        rec = ImageRecord(name, mode, h, w, icc, palette, metadata, coding, alphas=[])
+        rec.alphas = []
+        for _, alpha in rec.layers:
+            table = [(r.take(1)[0], r.varint(1, h * w, "alpha count")) for _ in range(r.varint(0, 256, "alpha table"))]
+            if alpha != bool(table) or sum(c for _, c in table) != (h * w if table else 0) \
+                    or any(a[0] >= b[0] for a, b in zip(table, table[1:])):
+                raise FormatError("corrupt .vz file: bad alpha table")
+            rec.alphas.append(table)
+        images.append(rec)
     return images

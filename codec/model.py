@@ -1,4 +1,4 @@
-"""The VAE: a latent z at stride 2^levels and a decoder over nested 2x2 sub-grids.
+"""The VAE: a latent z at stride 2^levels and a decoder over nested 2x2 sub-grids, as integer-exact networks.
 
 Pixels are decoded in ``1 + 3 * (coarse_levels + levels)`` stages (DESIGN.md §4). The first stage predicts the
 pixels on the coarsest grid (stride ``S = 2**(levels + coarse_levels)``) from z alone. Each level then fills the
@@ -8,27 +8,32 @@ below it. Within a pixel the channels are ordered (R, G, B): the means of G depe
 and G (PixelCNN++), so one network pass per stage gives the distribution of every subpixel of that stage.
 
 All networks run on space-to-depth views at the resolution of their stage, which keeps training and coding cheap.
+They are integer networks (``codec.intnet``): pixels enter as the integers 2x - 255, z on a 1/256 grid, and every
+head outputs integers on the coder's own parameter grids (``codec.codecs``), so the coder's frequencies are the
+same on every machine. Mixture parameters are in pixel levels: means in levels, log-scales natural in levels.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .codecs import (LOG_SCALE_RANGE, LOG_SCALE_STEP, LOGIT_STEP, MEAN_RANGE, MEAN_STEP, POST_LOG_SIGMA_STEP,
+                     POST_MEAN_RANGE, POST_MEAN_STEP)
+from .likelihood import Mixture, calibrated, mixture_log_prob
+from .intnet import ACT_MAX, Calibration, IntNet, QConv, Site, mode_of, quant, set_mode, ste
+from .tables import tanh_table
+
 PHASES = ((1, 1), (0, 1), (1, 0))   # order in which a level fills the three non-anchor phases of each 2x2 cell
-BIN = 1.0 / 255.0                   # half a level in the [-1, 1] pixel scale
-LOG_SCALE_MIN = -7.0                # lower clamp of the logistic log-scale, [-1, 1] scale (PixelCNN++)
-# Scale calibration: each tile, stage and channel may shift its log-scales by one of these offsets, chosen by the
-# encoder and coded at 8-bit frequencies (index 4, no shift, is by far the cheapest), so a model that is over- or
-# under-confident on some image pays little for it.
-SCALE_OFFSETS = np.arange(-4, 11) * 0.05
-SCALE_FREQS = np.where(np.arange(15) == 4, 242, 1)
-OFFSET_NATS = -np.log(SCALE_FREQS / SCALE_FREQS.sum())
-CALIBRATION_PIXELS = 1 << 14        # the choice is made on at most about this many pixels of a batch's stage
+PIXEL_SCALE = 1 / 255               # network input 2x - 255: the [-1, 1] pixel scale in integer units
+Z_STEP, Z_MAX = 1 / 256, 1024       # latent input grid and clamp (|z| <= 4)
+LOG_STD_RANGE = (-8.0, 2.0)         # posterior log std, on the coder's grid
+LOGIT_MAX = 512.0                   # mixture logits are clamped to +-this (the coder only uses differences < 24)
+COEF_STEP, COEF_COUNT, COEF_BITS = 1 / 1024, 5 * 1024, 14   # channel coefficients: tanh of a fine grid on [-5, 5]
+COEF_TABLE = tanh_table(COEF_STEP, COEF_COUNT, COEF_BITS)
 
 
 @dataclass(frozen=True)
@@ -61,32 +66,23 @@ class Config:
         return self.mixtures * (3 * self.channels + self.coefficients)
 
 
-class ResBlock(nn.Module):
+class Up(nn.Module):
+    """ReLU, 1x1 convolution and 2x pixel shuffle: z features at twice the resolution."""
+
     def __init__(self, width: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv = QConv(width, 4 * width, 1)
+        self.site = Site(width)
 
-    def forward(self, h):
-        return h + self.conv2(F.relu(self.conv1(F.relu(h))))
-
-
-def _net(cin: int, width: int, cout: int, blocks: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), *[ResBlock(width) for _ in range(blocks)],
-                         nn.ReLU(), nn.Conv2d(width, cout, 1))
-
-
-@dataclass
-class Mixture:
-    """Per-subpixel discretized logistic mixture of one stage, before the channel dependence is applied.
-
-    Shapes: ``logit_weights``, ``means``, ``log_scales``: (B, K, C, h, w), means in the [-1, 1] pixel scale;
-    ``coefficients``: (B, K, C(C-1)/2, h, w), the weights of earlier channels in later channels' means.
-    """
-    logit_weights: torch.Tensor
-    means: torch.Tensor
-    log_scales: torch.Tensor
-    coefficients: torch.Tensor
+    def forward(self, h, in_scale, cal=None, key=""):
+        if self.conv.mode == "float":
+            out = F.pixel_shuffle(self.conv(F.relu(h)), 2)
+            if cal is not None:
+                cal.observe(key, out)
+            return out
+        y = self.conv(h.clamp(min=0), in_scale, torch.full_like(in_scale, ACT_MAX),
+                      self.site.scale.repeat_interleave(4))
+        return F.pixel_shuffle(quant(y, -ACT_MAX, ACT_MAX), 2)
 
 
 class VAE(nn.Module):
@@ -94,33 +90,129 @@ class VAE(nn.Module):
         super().__init__()
         self.config = c = config
         s = c.stride
-        self.encoder = nn.Sequential(nn.Conv2d(c.channels * s * s, c.width, 3, padding=1), ResBlock(c.width),
-                                     ResBlock(c.width), nn.ReLU(), nn.Conv2d(c.width, 2 * c.latent, 1))
-        # z features at every stage resolution: stride S, S/2, ..., 2
-        self.z_features = nn.ModuleList()
-        self.z_features.append(_net(c.latent, c.width, c.stage_width, 1))
-        for _ in range(c.levels - 1):
-            self.z_features.append(nn.Sequential(nn.ReLU(), nn.Conv2d(c.stage_width, 4 * c.stage_width, 1),
-                                                 nn.PixelShuffle(2)))
+        self.encoder = IntNet(c.channels * s * s, c.width, 2 * c.latent, 2)
+        self.z_net = IntNet(c.latent, c.width, c.stage_width, 1)      # z features at stride S
+        self.ups = nn.ModuleList([Up(c.stage_width) for _ in range(c.levels - 1)])   # ... S/2, ..., 2
         p = c.params_per_pixel
-        self.stages = nn.ModuleList([_net(c.stage_width, c.stage_width, p, c.stage_blocks)])
+        self.stages = nn.ModuleList([IntNet(c.stage_width, c.stage_width, p, c.stage_blocks)])
         for _ in range(c.levels):
             for k in range(len(PHASES)):
                 cin = c.stage_width + c.channels * (1 + k)   # z features, the anchor grid, earlier phases
-                self.stages.append(_net(cin, c.stage_width, p, c.stage_blocks))
+                self.stages.append(IntNet(cin, c.stage_width, p, c.stage_blocks))
+        self._cal: Calibration | None = None
+        self._init_heads()
+        self._fixed_scales()
+
+    def _init_heads(self) -> None:
+        """Start the mixtures where a [-1, 1]-scale network would: means around 127.5 levels, log-scales around
+        log 127.5, both moving 127.5 times as fast in levels as the other outputs."""
+        c = self.config
+        per = 3 * c.channels + c.coefficients
+        with torch.no_grad():
+            for net in self.stages:
+                w, b = net.head.weight.view(c.mixtures, per, -1), net.head.bias.view(c.mixtures, per)
+                means, log_scales = slice(c.channels, 2 * c.channels), slice(2 * c.channels, 3 * c.channels)
+                w[:, means] *= 127.5
+                b[:, means] = 127.5 * (b[:, means] + 1)
+                b[:, log_scales] += math.log(127.5)
+
+    # ---- scales -----------------------------------------------------------------------------------------------------
+    def _fixed_scales(self) -> None:
+        """Units of the inputs and of the heads' outputs: pixels, z and the coder's parameter grids."""
+        c = self.config
+        self.encoder.in_scale.fill_(PIXEL_SCALE), self.encoder.in_bound.fill_(255)
+        self.encoder.out_scale.copy_(torch.tensor([POST_MEAN_STEP] * c.latent + [POST_LOG_SIGMA_STEP] * c.latent))
+        self.z_net.in_scale.fill_(Z_STEP), self.z_net.in_bound.fill_(Z_MAX)
+        steps = [LOGIT_STEP] * c.channels + [MEAN_STEP] * c.channels + [LOG_SCALE_STEP] * c.channels
+        head = torch.tensor((steps + [COEF_STEP] * c.coefficients) * c.mixtures)
+        for net in self.stages:
+            net.out_scale.copy_(head)
+            net.in_bound[:c.stage_width] = ACT_MAX
+            net.in_bound[c.stage_width:] = 255
+        self._wire()
+
+    def feature_scale(self, level: int) -> torch.Tensor:
+        return self.z_net.out_scale if level == 0 else self.ups[level - 1].site.scale
+
+    def _wire(self) -> None:
+        """Stage inputs: the z features of their level (calibrated units), then pixels."""
+        for i, net in enumerate(self.stages):
+            level = 0 if i == 0 else (i - 1) // len(PHASES)
+            sw = self.config.stage_width
+            net.in_scale[:sw] = self.feature_scale(level)
+            net.in_scale[sw:] = PIXEL_SCALE
+
+    def calibrate_scales(self, batches) -> None:
+        """Set every free scale from the float network on ``batches`` of uint8-valued images (B, C, H, W)."""
+        mode = mode_of(self)
+        set_mode(self, "float")
+        self._cal = cal = Calibration()
+        with torch.no_grad():
+            for x in batches:
+                mean, log_std = self.posterior(x)
+                self.log_likelihood(x, mean + torch.randn_like(mean) * log_std.exp())
+        self._cal = None
+        for key, net in self._nets():
+            net.calibrate(cal, key)
+        self.z_net.out_scale.copy_(cal.ranges["features0"] / ACT_MAX)
+        for i, up in enumerate(self.ups):
+            up.site.scale.copy_(cal.ranges[f"features{i + 1}"] / ACT_MAX)
+        self._wire()
+        set_mode(self, mode)
+
+    def _nets(self):
+        yield "encoder", self.encoder
+        yield "z_net", self.z_net
+        for i, net in enumerate(self.stages):
+            yield f"stage{i}", net
+
+    def freeze(self) -> None:
+        """Compute and store the integer weights; the model then runs them (frozen mode)."""
+        for _, net in self._nets():
+            net.freeze()
+        for i, up in enumerate(self.ups):
+            in_scale = self.feature_scale(i)
+            up.conv.freeze(in_scale, torch.full_like(in_scale, ACT_MAX), up.site.scale.repeat_interleave(4))
+        set_mode(self, "frozen")
+
+    def thaw(self) -> None:
+        """Master weights from the stored integer weights."""
+        for _, net in self._nets():
+            net.thaw()
+        for i, up in enumerate(self.ups):
+            up.conv.thaw(self.feature_scale(i), up.site.scale.repeat_interleave(4))
+
+    @property
+    def mode(self) -> str:
+        return mode_of(self)
+
+    def _pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8-valued pixels as the networks' input: 2x - 255 (in float mode, the [-1, 1] value)."""
+        u = 2 * x.to(self.z_net.in_scale.dtype) - 255
+        return u * PIXEL_SCALE if self.mode == "float" else u
 
     # ---- posterior and prior ------------------------------------------------------------------------------------
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log std of the diagonal Gaussian p(z|x); x is uint8-valued (B, C, H, W)."""
-        h = self.encoder(F.pixel_unshuffle(to_unit(x), self.config.stride))
-        mean, log_std = h.chunk(2, dim=1)
-        return mean, log_std.clamp(-8.0, 2.0)
+        y = self.encoder(F.pixel_unshuffle(self._pixels(x), self.config.stride), self._cal, "encoder")
+        mean, log_std = y.chunk(2, dim=1)
+        if self.mode == "float":
+            return mean, log_std.clamp(*LOG_STD_RANGE)
+        mean = quant(mean, POST_MEAN_RANGE[0] / POST_MEAN_STEP, POST_MEAN_RANGE[1] / POST_MEAN_STEP)
+        log_std = quant(log_std, LOG_STD_RANGE[0] / POST_LOG_SIGMA_STEP, LOG_STD_RANGE[1] / POST_LOG_SIGMA_STEP)
+        return mean * POST_MEAN_STEP, log_std * POST_LOG_SIGMA_STEP
 
     def features(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Features of z for every stage resolution, coarsest first."""
-        hs = [self.z_features[0](z)]
-        for up in self.z_features[1:]:
-            hs.append(up(hs[-1]))
+        if self.mode == "float":
+            hs = [self.z_net(z, self._cal, "z_net")]
+            if self._cal is not None:
+                self._cal.observe("features0", hs[0])
+        else:
+            h = self.z_net(quant(z / Z_STEP, -Z_MAX, Z_MAX))
+            hs = [quant(h, -ACT_MAX, ACT_MAX)]
+        for i, up in enumerate(self.ups):
+            hs.append(up(hs[-1], self.feature_scale(i), self._cal, f"features{i + 1}"))
         return hs
 
     # ---- the stages -----------------------------------------------------------------------------------------------
@@ -157,26 +249,35 @@ class VAE(nn.Module):
         level, k = (0, -1) if t == 0 else divmod(t - 1, len(PHASES))
         step = 1 << max(0, coarse - level)
         h = features[max(0, level - coarse)][..., ::step, ::step]
-        net = self.stages[0 if t == 0 else 1 + len(PHASES) * max(0, level - coarse) + k]
-        return self._mixture(net(torch.cat([h] + [to_unit(c) for c in context], dim=1)))
+        i = 0 if t == 0 else 1 + len(PHASES) * max(0, level - coarse) + k
+        out = self.stages[i](torch.cat([h] + [self._pixels(c) for c in context], dim=1), self._cal, f"stage{i}")
+        return self._mixture(out)
 
     def _mixture(self, out: torch.Tensor) -> Mixture:
         c = self.config
         b, _, h, w = out.shape
         out = out.view(b, c.mixtures, 3 * c.channels + c.coefficients, h, w)
         ch = c.channels
-        return Mixture(logit_weights=out[:, :, :ch], means=out[:, :, ch:2 * ch],
-                       log_scales=out[:, :, 2 * ch:3 * ch].clamp(min=LOG_SCALE_MIN),
-                       coefficients=torch.tanh(out[:, :, 3 * ch:]))
+        logits, means, log_scales, coef = out[:, :, :ch], out[:, :, ch:2 * ch], out[:, :, 2 * ch:3 * ch], out[:, :, 3 * ch:]
+        if self.mode == "float":
+            return Mixture(logits.clamp(-LOGIT_MAX, LOGIT_MAX), means, log_scales.clamp(*LOG_SCALE_RANGE),
+                           torch.tanh(coef))
+        grid = lambda v, step, lo, hi: quant(v, lo / step, hi / step) * step
+        coef = grid(coef, COEF_STEP, -COEF_COUNT * COEF_STEP, COEF_COUNT * COEF_STEP)
+        table = torch.from_numpy(COEF_TABLE).to(coef)[(coef / COEF_STEP).long().detach() + COEF_COUNT]
+        return Mixture(logit_weights=grid(logits, LOGIT_STEP, -LOGIT_MAX, LOGIT_MAX),
+                       means=grid(means, MEAN_STEP, *MEAN_RANGE),
+                       log_scales=grid(log_scales, LOG_SCALE_STEP, *LOG_SCALE_RANGE),
+                       coefficients=ste(torch.tanh(coef), table) if coef.requires_grad else table)
 
     # ---- training objective ---------------------------------------------------------------------------------------
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None,
-                       channels: int | None = None, calibrated: bool = False) -> torch.Tensor:
+                       channels: int | None = None, calibrate: bool = False) -> torch.Tensor:
         """log q(x|z) in nats per image, (B,), all stages teacher-forced on x.
 
         ``mask`` (B, H, W) selects the real (not padding) pixels; only the first ``channels`` channels count
         (grayscale images run through an RGB model with their plane replicated and only R is coded).
-        ``calibrated``: with the codec's scale calibration (each row of ``x`` one tile), the offsets' cost included.
+        ``calibrate``: with the codec's scale calibration (each row of ``x`` one tile), the offsets' cost included.
         """
         feats = self.features(z)
         total = 0.0
@@ -185,10 +286,9 @@ class VAE(nn.Module):
             xs = x[..., oy::stride, ox::stride]
             ms = None if mask is None else mask[:, oy::stride, ox::stride]
             mix = self.stage(t, feats, self.stage_context(x, t))
-            if calibrated:
-                picks = calibrate(xs, mix, ms)
-                mix = shift_scales(mix, torch.from_numpy(SCALE_OFFSETS)[picks])
-                total = total - torch.from_numpy(OFFSET_NATS)[picks][:, :channels].sum(1).to(x.device)
+            if calibrate:
+                mix, nats = calibrated(xs, mix, ms)
+                total = total - nats[:, :channels].sum(1).to(x.device)
             lp = mixture_log_prob(xs, mix)[:, :channels]
             if ms is not None:
                 lp = lp * ms[:, None]
@@ -201,76 +301,6 @@ class VAE(nn.Module):
         z = mean + torch.randn_like(mean) * log_std.exp() if sample else mean
         kl = 0.5 * (mean ** 2 + (2 * log_std).exp() - 1 - 2 * log_std).flatten(1).sum(1)
         return -self.log_likelihood(x, z), kl
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """uint8-valued pixels to the [-1, 1] scale."""
-    return x.float() / 127.5 - 1.0
-
-
-def channel_means(x: torch.Tensor, mix: Mixture) -> torch.Tensor:
-    """Means with the linear channel dependence applied, given the (true or decoded) pixels x of the stage."""
-    ch = x.shape[1]
-    if ch == 1:
-        return mix.means
-    u = to_unit(x).unsqueeze(1)                                   # (B, 1, C, h, w)
-    m, a = mix.means, mix.coefficients
-    g = m[:, :, 1] + a[:, :, 0] * u[:, :, 0]
-    b = m[:, :, 2] + a[:, :, 1] * u[:, :, 0] + a[:, :, 2] * u[:, :, 1]
-    return torch.stack([m[:, :, 0], g, b], dim=2)
-
-
-def mixture_log_prob(x: torch.Tensor, mix: Mixture) -> torch.Tensor:
-    """log P(x) per subpixel (B, C, h, w) under the discretized logistic mixture (256 levels, open outer bins)."""
-    u = to_unit(x).unsqueeze(1)
-    centered = u - channel_means(x, mix)
-    inv_s = torch.exp(-mix.log_scales)
-    plus = inv_s * (centered + BIN)
-    minus = inv_s * (centered - BIN)
-    log_cdf_plus = plus - F.softplus(plus)                        # log sigmoid(plus): the bin of level 0
-    log_sf_minus = -F.softplus(minus)                             # log (1 - sigmoid(minus)): the bin of level 255
-    delta = torch.sigmoid(plus) - torch.sigmoid(minus)
-    mid = inv_s * centered
-    log_pdf_mid = mid - mix.log_scales - 2.0 * F.softplus(mid) + math.log(2 * BIN)
-    inner = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf_mid)
-    lp = torch.where(u < -0.999, log_cdf_plus, torch.where(u > 0.999, log_sf_minus, inner))
-    return torch.logsumexp(lp + F.log_softmax(mix.logit_weights, dim=1), dim=1)
-
-
-def shift_scales(mix: Mixture, offsets: torch.Tensor) -> Mixture:
-    """``mix`` with the log-scales of each tile and channel shifted by ``offsets`` (B, C)."""
-    return replace(mix, log_scales=mix.log_scales + offsets.to(mix.log_scales)[:, None, :, None, None])
-
-
-def calibrate(x: torch.Tensor, mix: Mixture, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Per tile and channel, the index into SCALE_OFFSETS that codes the stage's pixels ``x`` (B, C, h, w) in the
-    fewest bits, the offset's own cost included; (B, C) int64.
-
-    Estimated on a strided subset of at most about CALIBRATION_PIXELS pixels of the batch, by a coarse-to-fine
-    search (every third offset, then the neighbours of the best), which assumes the cost is unimodal in the offset.
-    """
-    b, c, h, w = x.shape
-    step = max(1, math.ceil(math.sqrt(b * h * w / CALIBRATION_PIXELS)))
-    sub = lambda a: a[..., ::step, ::step]
-    mix = Mixture(*map(sub, (mix.logit_weights, mix.means, mix.log_scales, mix.coefficients)))
-    x = sub(x)
-    weight = torch.ones_like(x[:, :1], dtype=torch.float32) if mask is None else sub(mask)[:, None].float()
-    offsets, nats = torch.from_numpy(SCALE_OFFSETS), torch.from_numpy(OFFSET_NATS)
-
-    def cost(idx: torch.Tensor) -> torch.Tensor:
-        lp = mixture_log_prob(x, shift_scales(mix, offsets[idx]))
-        return -(lp * weight).sum((2, 3)).double().cpu() * step ** 2 + nats[idx]
-
-    coarse = torch.arange(1, len(SCALE_OFFSETS), 3)
-    costs = torch.stack([cost(torch.full((b, c), int(i))) for i in coarse], dim=-1)
-    best, idx = costs.min(-1)
-    idx = coarse[idx]
-    for side in (idx - 1, idx + 1):
-        side = side.clamp(0, len(SCALE_OFFSETS) - 1)
-        side_cost = cost(side)
-        idx = torch.where(side_cost < best, side, idx)
-        best = torch.minimum(side_cost, best)
-    return idx
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -59,6 +59,10 @@ class Message:
         other._len = self._len
         return other
 
+    def assign(self, other):
+        """Take over the state of ``other``, a message with as many lanes that is not used afterwards."""
+        self.head, self._tail, self._len = other.head, other._tail, other._len
+
     def __eq__(self, other):
         if not isinstance(other, Message):
             return NotImplemented

@@ -98,6 +98,19 @@ def exp_table(start, step, count):
         return np.array([float((Decimal(start) + j * Decimal(step)).exp()) for j in range(count)])
 
 
+def tanh_table(step, count, bits):
+    """Dyadic values round(tanh(j * step) * 2^bits) / 2^bits for j = -count..count, as float64 (``step`` exact).
+
+    exp(2 j step) by repeated multiplication in decimal: not correctly rounded, but the same on every machine."""
+    with localcontext() as ctx:
+        ctx.prec = _PREC
+        growth, e, half = (2 * Decimal(step)).exp(), Decimal(1), []
+        for _ in range(count + 1):
+            half.append(int(((e - 1) / (e + 1) * (1 << bits)).to_integral_value(rounding=ROUND_HALF_EVEN)))
+            e *= growth
+    return np.array([-v for v in half[:0:-1]] + half, dtype=np.float64) / (1 << bits)
+
+
 def _normal_quantile(q):
     """Phi^-1(q) for a Fraction 0 < q < 1/2 as float64: Newton steps in decimal from the float estimate."""
     with localcontext() as ctx:

@@ -1,4 +1,8 @@
-"""Training loop: Adam on the negative ELBO in bits per dimension, with checkpoints that resume exactly."""
+"""Training loop: Adam on the negative ELBO in bits per dimension, with checkpoints that resume exactly.
+
+The networks are integer networks (``codec.intnet``). A model trained from scratch runs as a float network for the
+first QUANT_FROM of its steps, then its scales are calibrated and it trains quantization-aware (straight-through
+rounding) to the end; a model started from weights (``--init``) trains quantization-aware throughout."""
 from __future__ import annotations
 
 import json
@@ -13,10 +17,13 @@ from torch import nn
 from tqdm import tqdm
 
 from . import data
+from .intnet import set_mode
 from .model import VAE, Config, count_parameters
-from .weights import ModelError, load_model, model_info, resolve, save_model
+from .weights import ModelError, model_info, read_model, resolve, save_model
 
-KL_WARMUP = 0.1   # the KL weight ramps from 0 to 1 over this fraction of the steps, against posterior collapse
+KL_WARMUP = 0.1   # from scratch, the KL weight ramps from 0 to 1 over this fraction of the steps (posterior collapse)
+QUANT_FROM = 0.5  # from scratch, the network is quantized after this fraction of the steps
+CALIBRATION_BATCHES = 16
 PRESETS = {
     "mnist": Config(channels=1, levels=2, latent=1, width=48, stage_width=32, mixtures=3),
     "cifar10": Config(channels=3, levels=3),
@@ -91,25 +98,27 @@ def training_record(info: dict) -> dict:
 def grow(model: VAE, start: VAE, name: str) -> None:
     """Load ``start`` into ``model``, which may have more residual blocks per stage or more coarse levels.
 
-    The extra blocks start as the identity (their second convolution zeroed), so the model begins with exactly
-    ``start``'s likelihood and training continues from there.
+    Each extra block starts as a copy of the block before it with its second convolution zeroed, so it adds
+    nothing: the model begins with exactly ``start``'s likelihood and training continues from there.
     """
     old, new = start.config.stage_blocks, model.config.stage_blocks
     grown = replace(start.config, stage_blocks=new, coarse_levels=model.config.coarse_levels)
     if grown != model.config or old > new:
         raise ModelError(f"--init {name}: its configuration differs from the preset (beyond more stage blocks "
                          "or coarse levels)")
+    model.load_state_dict(start.state_dict(), strict=False)
     for net in model.stages:
-        for block in net[1 + old:1 + new]:
+        for block in net.blocks[old:]:
+            block.load_state_dict(net.blocks[old - 1].state_dict())
             nn.init.zeros_(block.conv2.weight)
             nn.init.zeros_(block.conv2.bias)
-    state = model.state_dict()
-    for key, value in start.state_dict().items():
-        parts = key.split(".")
-        if parts[0] == "stages" and parts[2] == str(old + 2):      # the final 1x1 convolution moves back
-            parts[2] = str(new + 2)
-        state[".".join(parts)] = value
-    model.load_state_dict(state)
+    set_mode(model, "float" if start.mode == "float" else "train")
+
+
+def _calibrate(model: VAE, source, s: TrainSettings, rng: np.random.Generator) -> None:
+    batches = [torch.from_numpy(np.ascontiguousarray(_batch(source, s, rng))).to(s.device)
+               for _ in range(CALIBRATION_BATCHES)]
+    model.calibrate_scales(batches)
 
 
 def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) -> dict:
@@ -117,13 +126,14 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(s.seed)
     model = VAE(PRESETS[s.dataset]).to(s.device)
+    set_mode(model, "float")
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
     source, val = _datasets(s.dataset, s.crop, root)
     dims = int(np.prod(val.shape[1:])) if not isinstance(source, list) else model.config.channels * s.crop ** 2
     rng = np.random.default_rng(s.seed)
     step, elapsed = 0, 0.0
     ckpt = run_dir / "checkpoint.pt"
-    start_model = load_model(s.init)[0] if s.init else None
+    start_model = read_model(resolve(s.init)) if s.init else None
     if ckpt.exists():
         state = torch.load(ckpt, map_location=s.device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -131,20 +141,26 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
         step, elapsed = state["step"], state["elapsed"]
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
+        set_mode(model, state["mode"])
     elif start_model is not None:
-        grow(model, start_model, s.init)
+        grow(model, start_model.to(s.device), s.init)
+    quant_from = 0 if start_model is not None else int(QUANT_FROM * s.steps)
+    warmup = 0 if start_model is not None else KL_WARMUP * s.steps
     with open(run_dir / "log.jsonl", "a") as log:
         start = time.time() - elapsed
         bar = tqdm(total=s.steps, initial=step, desc=f"train {s.dataset}", dynamic_ncols=True)
         model.train()
         end = min(s.steps, s.stop or s.steps)
         while step < end:
+            if model.mode == "float" and step >= quant_from:
+                _calibrate(model, source, s, rng)
+                set_mode(model, "train")
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, s)
             xb = torch.from_numpy(np.ascontiguousarray(_batch(source, s, rng))).to(s.device)
             nll, kl = model.elbo_terms(xb)
             loss = (nll + kl).mean() / (dims * math.log(2))
-            beta = min(1.0, step / (KL_WARMUP * s.steps))
+            beta = min(1.0, step / warmup) if warmup else 1.0
             objective = (nll + beta * kl).mean() / (dims * math.log(2))
             opt.zero_grad(set_to_none=True)
             objective.backward()
@@ -161,12 +177,16 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
                 log.flush()
                 tqdm.write(f"step {step}: validation -ELBO {val_bpd:.4f} bpd ({elapsed / 60:.1f} min)")
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
-                            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ckpt)
+                            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "mode": model.mode},
+                           ckpt)
     bar.close()
+    if model.mode == "float":           # paused before quantization: export what calibration gives now
+        _calibrate(model, source, s, rng)
     info = {"dataset": s.dataset, "steps": step, "batch": s.batch, "crop": s.crop if s.dataset == "photo" else None,
             "lr": s.lr, "seed": s.seed, "wall_seconds": round(time.time() - start), "parameters":
             count_parameters(model), "validation_bpd": round(bits_per_dim(model, val, s.device), 4),
-            "stage_blocks": model.config.stage_blocks, "coarse_levels": model.config.coarse_levels}
+            "stage_blocks": model.config.stage_blocks, "coarse_levels": model.config.coarse_levels,
+            "quantized_from_step": quant_from}
     if start_model is not None:
         c = start_model.config
         info["init"] = {"stage_blocks": c.stage_blocks, "coarse_levels": c.coarse_levels,

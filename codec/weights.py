@@ -1,41 +1,61 @@
-"""Shipped and user model weights: safetensors files whose metadata holds the model configuration."""
+"""Shipped and user model weights: safetensors files whose metadata holds the model configuration.
+
+A model file holds the integer networks only: int16 weights, int32 biases, int8 shifts and the float32 scales
+(which training needs to continue from the file; coding never uses them)."""
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .intnet import set_mode
 from .model import VAE, Config, config_dict
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(str(files("vaezip.assets")))     # shipped weights, MODELS.md and reference images
 
 
 class ModelError(ValueError):
     """A model name or file that cannot be used."""
 
 
+INT_TYPES = {"w_int": torch.int16, "b_int": torch.int32, "shift": torch.int8}
+
+
 def save_model(model: VAE, path: Path, info: dict | None = None) -> None:
-    """Write the weights and the configuration (plus free-form ``info``) as safetensors."""
+    """Freeze the integer weights and write them with the configuration (plus free-form ``info``)."""
+    mode = model.mode
+    model.freeze()
+    set_mode(model, mode)
     meta = {"config": json.dumps(config_dict(model.config)), "info": json.dumps(info or {})}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {}
+    for key, value in model.state_dict().items():
+        kind = key.rsplit(".", 1)[-1]
+        if kind not in ("weight", "bias"):
+            tensors[key] = value.detach().cpu().to(INT_TYPES.get(kind, torch.float32)).contiguous()
     save_file(tensors, str(path), metadata=meta)
 
 
 def resolve(name_or_path: str) -> Path:
-    """A shipped model name (``photo``, ``cifar10``, ``mnist``) or a path to a .safetensors file."""
+    """A shipped model name (``photo``, ``cifar10``, ``mnist``), the name of a model in a folder listed in
+    $VAEZIP_MODELS, or a path to a .safetensors file."""
     path = Path(name_or_path)
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise ModelError(f"model file not found: {name_or_path}")
         return path
-    shipped = ASSETS / f"{name_or_path}.safetensors"
-    if not shipped.is_file():
-        names = ", ".join(sorted(p.stem for p in ASSETS.glob("*.safetensors"))) or "none"
-        raise ModelError(f"unknown model {name_or_path!r} (shipped models: {names})")
-    return shipped
+    folders = [ASSETS] + [Path(p) for p in os.environ.get("VAEZIP_MODELS", "").split(os.pathsep) if p]
+    for folder in folders:
+        if (folder / f"{name_or_path}.safetensors").is_file() and Path(name_or_path).name == name_or_path:
+            return folder / f"{name_or_path}.safetensors"
+    names = ", ".join(shipped_models()) or "none"
+    raise ModelError(f"unknown model {name_or_path!r} (shipped models: {names}; others by path or $VAEZIP_MODELS)")
 
 
 def weights_hash(path: Path) -> bytes:
@@ -43,17 +63,37 @@ def weights_hash(path: Path) -> bytes:
     return hashlib.sha256(path.read_bytes()).digest()
 
 
-def load_model(name_or_path: str) -> tuple[VAE, str, bytes]:
-    """(model in eval mode, model name, weights hash)."""
+def shipped_models() -> list[str]:
+    return sorted(p.stem for p in ASSETS.glob("*.safetensors"))
+
+
+def load_model(name_or_path: str, device: str = "cpu") -> tuple[VAE, str, bytes]:
+    """(model in frozen eval mode on ``device``, model name, weights hash), loaded once per process and file
+    version; callers must not modify it."""
     path = resolve(name_or_path)
+    stat = path.stat()
+    return _load(path.resolve(), stat.st_mtime_ns, stat.st_size, device)
+
+
+@lru_cache(maxsize=8)
+def _load(path: Path, mtime: int, size: int, device: str) -> tuple[VAE, str, bytes]:
+    return read_model(path).to(device), path.stem, weights_hash(path)
+
+
+def read_model(path: Path) -> VAE:
+    """A new model (frozen, eval mode) from a weights file."""
     try:
         config = Config(**json.loads(_metadata(path)["config"]))
         model = VAE(config)
-        model.load_state_dict(load_file(str(path)))
+        tensors = {k: v.float() for k, v in load_file(str(path)).items()}
+        missing = model.load_state_dict(tensors, strict=False).missing_keys
+        if any(k.rsplit(".", 1)[-1] not in ("weight", "bias") for k in missing):
+            raise ValueError("not an integer model (weights of an older vaezip?)")
+        model.thaw()
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
-        raise ModelError(f"cannot load model {name_or_path!r}: {e}") from None
-    model.eval()
-    return model, path.stem, weights_hash(path)
+        raise ModelError(f"cannot load model {path.stem!r}: {e}") from None
+    set_mode(model, "frozen")
+    return model.eval()
 
 
 def _metadata(path: Path) -> dict:
@@ -61,6 +101,13 @@ def _metadata(path: Path) -> dict:
     with open(path, "rb") as f:
         header_len = int.from_bytes(f.read(8), "little")
         return json.loads(f.read(min(header_len, 1 << 24)))["__metadata__"]
+
+
+def require_channels(model: VAE, name: str, pictures) -> None:
+    """Refuse colour pictures (palette images with their colours) for a grayscale model."""
+    from .layers import COLOURS, coding_of
+    if model.config.channels == 1 and any(p.color.shape[0] != 1 or coding_of(p) == COLOURS for p in pictures):
+        raise ModelError(f"model {name!r} is grayscale and cannot code colour images")
 
 
 def reference_planes(files: list[str]) -> list:

@@ -8,16 +8,26 @@ import pytest
 import torch
 from PIL import Image
 
-from codec.model import VAE, Config
-from codec.weights import save_model
+from vaezip.model import VAE, Config
+from vaezip.weights import save_model
 
 TINY = dict(levels=2, latent=4, width=16, stage_width=16, mixtures=2)
 
 
+def calibrated_model(config: Config, seed: int = 0) -> VAE:
+    """A random-weight integer model, its scales calibrated on synthetic images, frozen (as loaded for coding)."""
+    torch.manual_seed(seed)
+    model = VAE(config)
+    side = max(32, config.grid)
+    images = [smooth_image(side, side, config.channels, seed=i).transpose(2, 0, 1) for i in range(4)]
+    model.calibrate_scales([torch.from_numpy(np.stack(images))])
+    model.freeze()
+    return model
+
+
 def _tiny_model(tmp_path_factory, name: str, channels: int, coarse_levels: int) -> str:
-    torch.manual_seed(channels)
     path = tmp_path_factory.mktemp("models") / f"{name}.safetensors"
-    save_model(VAE(Config(channels=channels, coarse_levels=coarse_levels, **TINY)), path)
+    save_model(calibrated_model(Config(channels=channels, coarse_levels=coarse_levels, **TINY), seed=channels), path)
     return str(path)
 
 

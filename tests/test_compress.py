@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import main
-from codec.bitsback import CodingParams
-from codec.compressor import compress, decompress
-from codec.container import FormatError, unpack
-from codec.image import read_image
-from conftest import TINY, png_bytes, smooth_image
+from vaezip.cli import main
+from vaezip.container import CodingParams
+from vaezip.compressor import compress, decompress
+from vaezip.container import FormatError, unpack
+from vaezip.image import read_image
+from conftest import TINY, calibrated_model, png_bytes, smooth_image
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = CodingParams(tile=16, batch=3)
@@ -25,7 +25,7 @@ PARAMS = CodingParams(tile=16, batch=3)
 def roundtrip(data: bytes, model: str, params: CodingParams = PARAMS):
     pic = read_image(data)
     vz = compress([pic], ["x.png"], model, params)
-    _, (back,) = decompress(vz, model_override=model)
+    (back,) = decompress(*unpack(vz), model_override=model)
     return pic, back, vz
 
 
@@ -54,18 +54,18 @@ def test_icc_profile_and_png_output_kept(tiny_rgb):
     icc = b"fake-icc-profile-bytes" * 10
     pic, back, _ = roundtrip(png_bytes(smooth_image(9, 11, 3), "RGB", icc_profile=icc), tiny_rgb)
     assert back.icc == icc
-    from codec.image import write_png
+    from vaezip.image import write_png
     again = read_image(write_png(back))
     assert again.icc == icc and np.array_equal(again.color, pic.color)
 
 
 def test_rate_is_close_to_the_model_elbo(tiny_rgb):
     """The file costs the model's -ELBO plus a bounded overhead (header, flush, initial bits)."""
-    from codec.bound import image_bounds
-    from codec.weights import load_model
+    from vaezip.bound import image_bounds
+    from vaezip.weights import load_model
     pic, back, vz = roundtrip(png_bytes(smooth_image(48, 48, 3), "RGB"), tiny_rgb, CodingParams(tile=48, batch=1))
     model, _, _ = load_model(tiny_rgb)
-    elbo = image_bounds(model, [pic.color], k=1, tile=48, calibrated=True).elbo_bits[0]
+    elbo = image_bounds(model, [pic.color], k=1, tile=48, calibrate=True).elbo_bits[0]
     assert np.array_equal(back.color, pic.color)
     assert abs(8 * len(vz) - elbo) < 0.03 * elbo + 600
 
@@ -74,42 +74,40 @@ def test_coder_calibrates_an_overconfident_model(tmp_path):
     """A model whose log-scales are all 2.5 too small: the coder's scale offsets win back a large part of the
     loss, and the file costs the calibrated -ELBO."""
     import torch
-    from codec.bound import image_bounds
-    from codec.model import VAE, Config
-    from codec.weights import save_model
-    torch.manual_seed(5)
-    model = VAE(Config(channels=3, **TINY))
+    from vaezip.bound import image_bounds
+    from vaezip.model import Config
+    from vaezip.weights import load_model, save_model
+    model = calibrated_model(Config(channels=3, **TINY), seed=5)
     per_component = 3 * 3 + 3                           # weights, means, log-scales, coefficients
     with torch.no_grad():
         for net in model.stages:
-            net[-1].bias.view(-1, per_component)[:, 6:9] -= 2.5
+            net.head.bias.view(-1, per_component)[:, 6:9] -= 2.5
     path = tmp_path / "overconfident.safetensors"
     save_model(model, path)
+    model = load_model(str(path))[0]
     params = CodingParams(tile=32, batch=2)
     pic, back, vz = roundtrip(png_bytes(smooth_image(64, 64, 3), "RGB"), str(path), params)
     assert np.array_equal(back.color, pic.color)
     plain = image_bounds(model, [pic.color], tile=32, batch=2).elbo_bits[0]
-    calibrated = image_bounds(model, [pic.color], tile=32, batch=2, calibrated=True).elbo_bits[0]
+    calibrated = image_bounds(model, [pic.color], tile=32, batch=2, calibrate=True).elbo_bits[0]
     assert calibrated < 0.85 * plain
     assert abs(8 * len(vz) - calibrated) < 0.01 * calibrated + 600
 
 
 def test_decoding_is_exact_with_another_thread_count(tmp_path):
-    """oneDNN convolutions of a real-size model differ between thread counts; coding pins its own count."""
+    """A photo-size model: float convolutions would differ between thread counts, the integer ones do not."""
     import torch
-    from codec.model import VAE
-    from codec.train import PRESETS
-    from codec.weights import save_model
-    torch.manual_seed(3)
+    from vaezip.train import PRESETS
+    from vaezip.weights import save_model
     model = str(tmp_path / "photo_size.safetensors")
-    save_model(VAE(PRESETS["photo"]), model)
+    save_model(calibrated_model(PRESETS["photo"], seed=3), model)
     pic = read_image(png_bytes(smooth_image(128, 192, 3), "RGB"))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
         vz = compress([pic], ["x.png"], model, CodingParams(batch=2))
         torch.set_num_threads(1)
-        _, (back,) = decompress(vz, model_override=model)
+        (back,) = decompress(*unpack(vz), model_override=model)
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(back.color, pic.color)
@@ -117,8 +115,8 @@ def test_decoding_is_exact_with_another_thread_count(tmp_path):
 
 def test_cli_bound_plain_and_calibrated(tiny_rgb, tmp_path):
     import re
-    from codec.bound import image_bounds
-    from codec.weights import load_model
+    from vaezip.bound import image_bounds
+    from vaezip.weights import load_model
     arr = smooth_image(40, 24, 3)
     (tmp_path / "a.png").write_bytes(png_bytes(arr, "RGB"))
     numbers = {}
@@ -131,7 +129,7 @@ def test_cli_bound_plain_and_calibrated(tiny_rgb, tmp_path):
     for elbo, iwae in numbers.values():
         assert iwae <= elbo
     model, _, _ = load_model(tiny_rgb)
-    expected = image_bounds(model, [arr.transpose(2, 0, 1).copy()], k=8, calibrated=True)
+    expected = image_bounds(model, [arr.transpose(2, 0, 1).copy()], k=8, calibrate=True)
     assert numbers[True][0] == pytest.approx(expected.elbo_bits[0] / expected.subpixels[0], abs=1e-4)
     assert numbers[True][0] < numbers[False][0] - 0.01        # a random model is far from calibrated
 
@@ -211,24 +209,11 @@ def test_error_not_an_image(tiny_rgb, tmp_path):
     _fails(["compress", str(tmp_path / "x.png"), "--model", tiny_rgb], "not a readable image", tmp_path)
 
 
-@pytest.mark.parametrize("mode", ["P", "CMYK", "I;16", "I", "F"])
+@pytest.mark.parametrize("mode", ["CMYK", "I", "F"])
 def test_error_unsupported_mode(tiny_rgb, tmp_path, mode):
     im = Image.new(mode, (5, 4))
     im.save(tmp_path / "x.tif")
     _fails(["compress", str(tmp_path / "x.tif"), "--model", tiny_rgb], "unsupported image mode", tmp_path)
-
-
-def test_error_16_bit_png_is_refused_not_truncated(tmp_path):
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    rows = b"".join(b"\0" + bytes(range(18)) for _ in range(2))
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 2, 16, 2, 0, 0, 0)) +
-           chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-    (tmp_path / "deep.png").write_bytes(png)
-    _fails(["compress", str(tmp_path / "deep.png")], "16-bit samples are not supported", tmp_path)
 
 
 def test_8_bit_bmp_whose_row_stride_has_16_in_it_is_accepted(tiny_rgb):
@@ -289,11 +274,11 @@ def test_error_wrong_or_missing_model(vz_file, tiny_gray, tmp_path):
 def test_error_absurd_header_sizes(vz_file):
     import struct
     import zlib
-    from codec.container import MAGIC, VERSION
+    from vaezip.container import MAGIC, VERSION
     # a header that claims 2^40 x 2^40 pixels, with a valid checksum: refused before any allocation
-    body = MAGIC + bytes([VERSION, 0]) + b"\x05photo" + b"\0" * 8 + b"\x40\x10\x0a\x14\x12\x02\x01\x01\x02" + \
+    body = MAGIC + bytes([VERSION, 0]) + b"\x05photo" + b"\0" * 8 + b"\x40\x10\x0a\x14\x12\x01\x01\x02\x00" + \
         b"\x80\x80\x80\x80\x80\x20" * 2 + b"\0\0" + b"\0" * 8
-    with pytest.raises(FormatError, match="exceeds the limit"):
+    with pytest.raises(FormatError, match="height 1099511627776 is outside 1..1048576"):
         unpack(body + struct.pack("<I", zlib.crc32(body)))
 
 
@@ -307,12 +292,12 @@ def test_no_traceback_in_a_real_process(tmp_path):
 
 
 def test_container_deflates_repetitive_image_tables_and_bounds_them():
-    from codec.container import Header, ImageRecord, pack
+    from vaezip.container import FLAG_DEFLATED, Header, ImageRecord, pack
     images = [ImageRecord(f"digit{i:05d}.png", "L", 28, 28) for i in range(500)]
-    header = Header("mnist", b"h" * 8, 128, 8, 10, 20, 18, 2, 3, False, True, images, b"c" * 8)
+    header = Header("mnist", b"h" * 8, CodingParams(128, 8), 3, True, images, b"c" * 8)
     data = pack(header, b"payload")
-    assert data[5] & 4 and len(data) < 500 * 4                  # far below ~16 bytes of records per image
+    assert data[5] & FLAG_DEFLATED and len(data) < 500 * 4     # far below ~16 bytes of records per image
     back, payload = unpack(data)
-    assert payload == b"payload" and back.images == images and back.checksum == b"c" * 8
-    header.images = images[:1]
-    assert not pack(header, b"")[5] & 4                           # one record: stored as it is
+    assert payload == b"payload" and back == header
+    header.images = [ImageRecord("q7Zx.png", "L", 28, 28)]
+    assert not pack(header, b"")[5] & FLAG_DEFLATED            # one short record: stored as it is

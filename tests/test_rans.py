@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codec import rans
-from codec.rans import HEAD0, VIRTUAL_WORD, CorruptMessage, Message
+from vaezip import rans
+from vaezip.rans import HEAD0, VIRTUAL_WORD, CorruptMessage, Message
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

@@ -5,17 +5,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import main
-from codec.bitsback import CodingParams
-from codec.compressor import compress, decompress
-from codec.data import kodak_paths
-from codec.image import Picture, read_image, write_png
-from codec.weights import ASSETS
+from vaezip.cli import main
+from vaezip.container import CodingParams
+from vaezip.compressor import compress, decompress
+from vaezip.container import unpack
+from vaezip.data import kodak_paths
+from vaezip.image import Picture, read_image, write_png
+from vaezip.weights import ASSETS
 
 
 def _roundtrip(pics: list[Picture], model: str, archive: bool = False) -> bytes:
     vz = compress(pics, [f"{i}.png" for i in range(len(pics))], model, CodingParams(), archive)
-    _, back = decompress(vz)
+    back = decompress(*unpack(vz))
     for a, b in zip(pics, back):
         assert a.mode == b.mode and np.array_equal(a.color, b.color)
     return vz

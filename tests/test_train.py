@@ -7,35 +7,37 @@ from dataclasses import replace
 import pytest
 import torch
 
-from codec.data import default_root
-from codec.model import VAE, Config
-from codec.train import TrainSettings, grow, train
-from codec.weights import ModelError, load_model, model_info
+from vaezip.data import default_root
+from vaezip.model import VAE, Config
+from vaezip.train import TrainSettings, grow, train
+from vaezip.intnet import set_mode
+from vaezip.weights import ModelError, load_model, model_info
+from conftest import calibrated_model
 
 needs_mnist = pytest.mark.skipif(not (default_root() / "mnist").is_dir(), reason="MNIST data not present")
 SMALL = Config(channels=3, levels=1, latent=2, width=8, stage_width=8, stage_blocks=1, mixtures=2)
 
 
 def test_grow_keeps_the_likelihood():
-    torch.manual_seed(0)
-    start = VAE(SMALL)
-    for p in start.parameters():                  # non-trivial weights, not just the initialization
-        p.data.normal_(0, 0.2)
+    start = calibrated_model(SMALL)
+    with torch.no_grad():
+        for p in start.parameters():              # non-trivial weights, not just the initialization
+            p.add_(torch.randn_like(p) * 0.05)
+    set_mode(start, "train")
     deeper = VAE(replace(SMALL, stage_blocks=3))
     grow(deeper, start, "start")
-    assert len(deeper.stages[0]) == len(start.stages[0]) + 2
+    assert len(deeper.stages[0].blocks) == len(start.stages[0].blocks) + 2
     x, z = torch.randint(0, 256, (2, 3, 8, 10)), torch.randn(2, 2, 4, 5)
     with torch.no_grad():
         assert torch.equal(deeper.log_likelihood(x, z), start.log_likelihood(x, z))
         assert torch.equal(deeper.posterior(x)[0], start.posterior(x)[0])
     loss = -deeper.log_likelihood(x, z).sum()
     loss.backward()
-    assert deeper.stages[1][2].conv2.weight.grad.abs().sum() > 0       # the new blocks do train
+    assert deeper.stages[1].blocks[2].conv2.weight.grad.abs().sum() > 0   # the new blocks do train
 
 
 def test_grow_adds_coarse_levels():
-    torch.manual_seed(0)
-    start = VAE(SMALL)
+    start = calibrated_model(SMALL)
     grown = VAE(replace(SMALL, stage_blocks=2, coarse_levels=2))
     grow(grown, start, "start")
     x = torch.randint(0, 256, (1, 3, 16, 24))

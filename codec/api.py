@@ -1,0 +1,68 @@
+"""The Python API: ``vaezip.compress`` and ``vaezip.decompress``, for PIL images and NumPy arrays.
+
+Models are loaded once per process (``weights.load_model`` keeps them), so many small calls stay cheap.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .image import ImageError, Picture, from_pil, to_pil
+
+ARRAY_MODES = {(1, np.uint8): "L", (2, np.uint8): "LA", (3, np.uint8): "RGB", (4, np.uint8): "RGBA",
+               (1, np.uint16): "I;16", (2, np.uint16): "LA;16", (3, np.uint16): "RGB;16", (4, np.uint16): "RGBA;16"}
+
+
+def picture(image, name: str = "image") -> Picture:
+    """A Picture from a PIL image, a uint8 or uint16 array (H x W or H x W x C, C = 1..4) or a Picture."""
+    if isinstance(image, Picture):
+        return image
+    if isinstance(image, np.ndarray):
+        arr = image[:, :, None] if image.ndim == 2 else image
+        mode = ARRAY_MODES.get((arr.shape[-1], arr.dtype.type)) if arr.ndim == 3 else None
+        if mode is None or 0 in arr.shape:
+            raise ImageError(f"{name}: expected a uint8 or uint16 array of H x W or H x W x 1..4, got "
+                             f"{image.dtype} {image.shape}")
+        planes = 3 if mode.startswith("RGB") else 1
+        alpha = arr[:, :, planes].copy() if arr.shape[-1] in (2, 4) else None
+        return Picture(mode, np.ascontiguousarray(arr[:, :, :planes].transpose(2, 0, 1)), alpha)
+    image.load()
+    return from_pil(image, name)
+
+
+def compress(images, model: str | None = None, *, names: Sequence[str] | None = None, tile: int = 256,
+             batch: int = 4, device: str = "cpu", strip: bool = False, progress=None) -> bytes:
+    """.vz bytes of one image, or of a list of images as one archive (bits back chained across them).
+
+    ``images``: PIL images or uint8/uint16 NumPy arrays (H x W or H x W x C). ``model``: a shipped model name or a
+    .safetensors path; by default the shipped model that codes these images shortest. ``names``: file names stored
+    in an archive (default ``image0.png``, ...). ``strip``: drop EXIF, XMP, text, dpi and gamma.
+    """
+    from .compressor import compress as encode
+    from .container import CodingParams
+    archive = isinstance(images, (list, tuple))
+    items = list(images) if archive else [images]
+    names = list(names) if names is not None else [f"image{i}.png" for i in range(len(items))]
+    if len(names) != len(items):
+        raise ValueError(f"{len(items)} images but {len(names)} names")
+    pictures = [picture(im, n) for im, n in zip(items, names)]
+    if strip:
+        pictures = [p.stripped() for p in pictures]
+    return encode(pictures, names, model, CodingParams(tile=tile, batch=batch), archive, device, progress)
+
+
+def decompress(data: bytes, *, arrays: bool = False, model: str | None = None, device: str = "cpu",
+               progress=None) -> list:
+    """Every image of a .vz file, as PIL images (ICC profile and metadata in ``info``) or, with ``arrays``, as
+    NumPy arrays (H x W for one plane, else H x W x C; uint16 for 16-bit images, indices for palette images)."""
+    from .compressor import decompress as decode
+    from .container import unpack
+    pictures = decode(*unpack(data), device, model, progress)
+    return [as_array(p) if arrays else to_pil(p) for p in pictures]
+
+
+def as_array(pic: Picture) -> np.ndarray:
+    planes = [pic.color] + ([] if pic.alpha is None else [pic.alpha[None]])
+    arr = np.concatenate(planes).transpose(1, 2, 0)
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr

@@ -1,0 +1,174 @@
+"""The coding of a file's images, described once, in decoding order; encoding is derived from the same description.
+
+A file is one rANS message. Decoding pops, batch by batch from the last one coded, each batch of colour tiles with
+bits-back ANS (pop z with the uniform prior, pop every stage of x with q(x|z), push z back with p(z|x)), then the
+alpha planes. Within a batch, stage by stage and channel by channel, it pops the tiles' scale-offset indices and
+then the pixels (``TileCoder.stages``). The first batch coded has no bits to take back yet: it is coded both with
+bits back and with z fixed at the prior median, and the shorter is kept (a ``Choice``).
+
+Every number the codecs use comes from the integer networks (``intnet``) and integer tables, so the decoder
+reproduces the encoder's frequencies on any machine.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import codecs
+from .container import CodingParams, ImageRecord
+from .likelihood import SCALE_CDF, SCALE_OFFSETS, Mixture, choose_scale_offsets
+from .model import VAE
+from .tiles import PAD, gather, mask, plan_batches, plan_tiles, scatter, shape
+
+ALPHA_PRECISION = 16
+
+
+class TileCoder:
+    """The codecs of one batch of tiles, for one model and set of coding parameters."""
+
+    def __init__(self, model: VAE, params: CodingParams, device: str = "cpu"):
+        self.model, self.params, self.device = model, params, torch.device(device)
+        self.latent = codecs.GaussianLatent(params.latent_bits)
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        """Pixels as the model sees them: coded planes, replicated to 3 channels for grayscale through RGB."""
+        if x.shape[1] != self.model.config.channels:
+            x = np.repeat(x, self.model.config.channels, axis=1)
+        return torch.from_numpy(x).to(self.device)
+
+    def posterior(self, x: np.ndarray) -> codecs.GaussianPosterior:
+        mean, log_std = self.model.posterior(self._tensor(x))
+        return self.latent.posterior(_f64(mean), precision=self.params.posterior_precision, log_sigma=_f64(log_std))
+
+    def _latent_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+        s = self.model.config.stride
+        return x_shape[0], self.model.config.latent, x_shape[2] // s, x_shape[3] // s
+
+    def batch(self, x_shape: tuple[int, ...], real: np.ndarray, first: bool):
+        """The codec of one batch of pixels of ``x_shape`` (B, C, ph, pw) whose real pixels are ``real``."""
+        n = int(np.prod(self._latent_shape(x_shape)))
+        bits_back = codecs.BBANS(self.posterior, lambda z: self.likelihood(z, x_shape, real), self.latent.prior(n))
+        if not first:
+            return bits_back
+        median = np.full(n, 1 << (self.params.latent_bits - 1), np.int64)
+        return codecs.Choice([bits_back, self.likelihood(median, x_shape, real)])
+
+    def likelihood(self, z: np.ndarray, x_shape: tuple[int, ...], real: np.ndarray) -> codecs.Sequence:
+        """q(x|z) for latent buckets ``z``: every stage of the batch, as one codec."""
+        return codecs.Sequence(lambda x: self.stages(z, x_shape, real, x))
+
+    def stages(self, z: np.ndarray, x_shape: tuple[int, ...], real: np.ndarray, x: np.ndarray | None):
+        """The description of q(x|z): per stage and channel, the tiles' scale-offset indices, then the pixels.
+
+        Encoding passes the pixels ``x`` and picks the offsets; decoding passes None and fills x in as it goes.
+        """
+        encoding = x is not None
+        if not encoding:
+            x = np.full(x_shape, PAD, np.uint8)
+        z_values = self.latent.centres(z).reshape(self._latent_shape(x_shape))
+        feats = self.model.features(torch.from_numpy(z_values.astype(np.float32)).to(self.device))
+        offsets = codecs.Categorical(SCALE_CDF, x_shape[0])
+        for t in range(self.model.num_stages):
+            stride, (oy, ox) = self.model.stage_grid(t)
+            mix = self.model.stage(t, feats, self.model.stage_context(self._tensor(x), t))
+            xs, ms = x[:, :, oy::stride, ox::stride], real[:, oy::stride, ox::stride]
+            picks = None
+            if encoding:
+                picks = choose_scale_offsets(self._tensor(xs), mix, torch.from_numpy(ms).to(self.device)).numpy()
+            levels = _levels(mix)
+            for c in range(x_shape[1]):
+                pick = yield offsets, (picks[:, c] if encoding else None)
+                plane = xs[:, c]
+                plane[ms] = yield self._pixels(levels, xs, ms, c, pick), (plane[ms] if encoding else None)
+        return x
+
+    def _pixels(self, mix: dict, xs: np.ndarray, ms: np.ndarray, c: int, picks: np.ndarray) -> codecs.TableCodec:
+        """Mixture codec for channel c of one stage's real pixels; means shifted by the channels before c, log-scales
+        by each tile's chosen offset (``picks``, indices into SCALE_OFFSETS). All values are exact dyadic numbers."""
+        means = mix["means"][:, :, c]
+        if c > 0:
+            first = c * (c - 1) // 2          # coefficients of channel c: (c, 0), (c, 1), ...
+            for j in range(c):
+                means = means + mix["coefficients"][:, :, first + j] * (xs[:, None, j].astype(np.float64) - 127.5)
+        pick = lambda a: np.moveaxis(a, 1, -1)[ms]          # (B, K, h, w) -> (n, K) over real pixels
+        log_scales = mix["log_scales"][:, :, c] + SCALE_OFFSETS[picks][:, None, None, None]
+        return codecs.LogisticMixture(pick(means), pick(log_scales), pick(mix["logit_weights"][:, :, c]),
+                                      self.params.pixel_precision)
+
+
+class Archive:
+    """Every image of one file: the colour planes of all its layers in batches of tiles, then the alpha planes, as
+    one codec. Its data is the list of layers (colour, alpha) of every image, in order (``layers.split``)."""
+
+    def __init__(self, coder: TileCoder, records: list[ImageRecord], progress=None):
+        self.coder, self.progress = coder, progress
+        self.layers = [(rec, table, planes) for rec in records for table, (planes, _) in zip(rec.alphas, rec.layers)]
+        shapes = [(planes, rec.height, rec.width) for rec, _, planes in self.layers]
+        tiles = plan_tiles(shapes, coder.params.tile, coder.model.config.grid)
+        self.batches = plan_batches(tiles, coder.params.batch, coder.params.tile)
+
+    def codec(self) -> codecs.Sequence:
+        return codecs.Sequence(self.describe)
+
+    def describe(self, layers: list[tuple[np.ndarray, np.ndarray | None]] | None):
+        encoding = layers is not None
+        if not encoding:
+            layers = [(np.zeros((planes, rec.height, rec.width), np.uint8), None) for rec, _, planes in self.layers]
+        colors = [color for color, _ in layers]
+        for i in range(len(self.batches) - 1, -1, -1):
+            batch = self.batches[i]
+            x = gather(colors, batch) if encoding else None
+            codec = _Counted(self.coder.batch(shape(batch), mask(batch), first=i == 0),
+                             sum(t.h * t.w for t in batch), self.progress)
+            x = yield codec, x
+            if not encoding:
+                scatter(colors, batch, x)
+        alphas = []
+        for (_, alpha), (rec, table, _) in zip(reversed(layers), reversed(self.layers)):
+            values = np.array([v for v, _ in table], np.uint8)
+            if len(values) > 1:
+                index = np.searchsorted(values, alpha.ravel()) if encoding else None
+                index = yield _alpha_codec(table, rec.height * rec.width), index
+                alpha = values[index].reshape(rec.height, rec.width)
+            elif len(values) == 1:
+                alpha = np.full((rec.height, rec.width), values[0], np.uint8)
+            alphas.append(alpha)
+        return list(zip(colors, reversed(alphas)))
+
+
+class _Counted:
+    """A codec that reports ``pixels`` to a progress bar after each push or pop."""
+
+    def __init__(self, codec, pixels: int, progress):
+        self.codec, self.pixels, self.progress = codec, pixels, progress
+
+    def push(self, msg, data):
+        self.codec.push(msg, data)
+        self._tick()
+
+    def pop(self, msg):
+        data = self.codec.pop(msg)
+        self._tick()
+        return data
+
+    def _tick(self):
+        if self.progress is not None:
+            self.progress.update(self.pixels)
+
+
+def _alpha_codec(table: list[tuple[int, int]], n: int) -> codecs.Categorical:
+    """Categorical over the alpha values present, frequencies from their counts (each at least 1)."""
+    counts = np.array([c for _, c in table], np.int64)
+    total, k = int(counts.sum()), len(counts)
+    freq = 1 + counts * ((1 << ALPHA_PRECISION) - k) // total
+    freq[np.argmax(freq)] += (1 << ALPHA_PRECISION) - int(freq.sum())
+    return codecs.Categorical(np.concatenate([[0], np.cumsum(freq)]), n)
+
+
+def _f64(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy().ravel()
+
+
+def _levels(mix: Mixture) -> dict:
+    """A stage's mixture as float64 numpy arrays (exactly the network's grid values)."""
+    return {k: v.detach().cpu().double().numpy() for k, v in vars(mix).items()}

@@ -1,0 +1,172 @@
+"""Archives that always decode: any mix of modes and sizes, unique safe names, hostile headers, all-or-nothing output."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from PIL import Image
+
+from vaezip.cli import main, output_names
+from vaezip.container import CodingParams, FormatError, pack, unpack
+from conftest import png_bytes, smooth_image
+
+CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "1": 1}
+
+
+def image_file(mode: str, h: int, w: int, seed: int, icc: bytes | None = None) -> bytes:
+    arr = smooth_image(h, w, CHANNELS[mode], seed=seed)
+    if mode in ("LA", "RGBA"):
+        arr[..., -1] = np.where(arr[..., 0] > 100, 255, (seed * 37) % 256)
+    return png_bytes(arr, mode, **({"icc_profile": icc} if icc else {}))
+
+
+def pixels(data: bytes) -> tuple[str, bytes, bytes | None]:
+    im = Image.open(io.BytesIO(data))
+    return im.mode, im.tobytes(), im.info.get("icc_profile")
+
+
+def archive_round_trip(model: str, folder: Path, files: list[tuple[str, bytes]]) -> dict[str, bytes]:
+    """Compress ``files`` (sub/name, bytes) as one archive and decompress it; {output name: bytes}."""
+    paths = []
+    for rel, data in files:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+        paths.append(str(folder / rel))
+    runner = CliRunner()
+    res = runner.invoke(main, ["compress", *paths, "-o", str(folder / "set.vz"), "--model", model, "--tile", "32",
+                               "--verify"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["decompress", str(folder / "set.vz"), "-o", str(folder / "out"), "--model", model])
+    assert res.exit_code == 0, res.output
+    return {p.name: p.read_bytes() for p in (folder / "out").iterdir()}
+
+
+@pytest.mark.parametrize("modes", [["RGB", "RGB", "RGB", "L"], ["RGB", "RGB", "L", "RGB"], ["L", "RGBA", "1", "LA"]])
+def test_mixed_modes_in_one_archive(tiny_rgb, tmp_path, modes):
+    files = [(f"img{i}.png", image_file(m, 16, 16, i)) for i, m in enumerate(modes)]
+    out = archive_round_trip(tiny_rgb, tmp_path, files)
+    assert sorted(out) == sorted(n for n, _ in files)
+    for name, data in files:
+        assert pixels(out[name]) == pixels(data)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])     # no shrinking: each example takes seconds
+@given(spec=st.lists(st.tuples(st.sampled_from(list(CHANNELS)), st.integers(1, 70), st.integers(1, 90),
+                               st.sampled_from(["a.png", "a.bmp", "b.png", "c.tif"]), st.booleans(),
+                               st.sampled_from(["", "x/", "y/"])), min_size=2, max_size=8))
+def test_random_archives_round_trip_with_their_names(tiny_rgb, tmp_path_factory, spec):
+    folder = tmp_path_factory.mktemp("archive")
+    files, seen = [], set()
+    for i, (mode, h, w, name, icc, sub) in enumerate(spec):
+        if (sub + name) in seen:                  # one file per path: equal names go to other folders
+            sub = f"d{i}/"
+        seen.add(sub + name)
+        files.append((sub + name, image_file(mode, h, w, i, icc=b"profile%d" % i * 40 if icc else None)))
+    out = archive_round_trip(tiny_rgb, folder, files)
+    names = output_names([Path(rel).name for rel, _ in files])
+    assert sorted(out) == sorted(names)
+    for name, (_, data) in zip(names, files):
+        original = Image.open(io.BytesIO(data))
+        back = pixels(out[name])
+        assert back[0] == original.mode and back[1] == original.tobytes()
+        assert back[2] == original.info.get("icc_profile")
+
+
+def test_output_names_are_unique_and_keep_what_they_can():
+    assert output_names(["x.png", "x.bmp", "y.bmp", "x.png", "X.PNG", "z.tif"]) == \
+        ["x.png", "x.bmp.png", "y.png", "x-2.png", "X-3.png", "z.png"]
+    assert output_names(["a.bmp", "a.tif", "a.bmp.png"]) == ["a.bmp.png", "a.tif.png", "a.bmp-2.png"]
+
+
+def hostile(vz: bytes, **changes) -> bytes:
+    """The file with header fields changed and a valid CRC, as a hostile or buggy writer would make it."""
+    header, payload = unpack(vz)
+    for key, value in changes.items():
+        if key in ("name", "height"):
+            setattr(header.images[0], key, value)
+        elif key == "params":
+            header.params = CodingParams(**{**vars(header.params), **value})
+        else:
+            setattr(header, key, value)
+    return pack(header, payload)
+
+
+@pytest.fixture()
+def archive(tiny_rgb, tmp_path) -> bytes:
+    for i in range(2):
+        (tmp_path / f"p{i}.png").write_bytes(image_file("RGB", 12, 9, i))
+    res = CliRunner().invoke(main, ["compress", str(tmp_path / "p0.png"), str(tmp_path / "p1.png"), "-o",
+                                    str(tmp_path / "a.vz"), "--model", tiny_rgb, "-q"])
+    assert res.exit_code == 0 and res.output == ""          # --quiet: nothing on success
+    data = (tmp_path / "a.vz").read_bytes()
+    for p in tmp_path.iterdir():
+        p.unlink()
+    return data
+
+
+def fails(args: list[str], tmp_path: Path, match: str) -> None:
+    before = set(tmp_path.rglob("*"))
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1, res.output
+    assert match in res.output and res.output.count("\n") == 1 and "Traceback" not in res.output
+    assert set(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"name": "../evil.png"}, "unsafe image name '../evil.png'"),
+    ({"name": "sub/x.png"}, "unsafe image name"),
+    ({"name": ".."}, "unsafe image name"),
+    ({"images": []}, "image count 0 is outside"),
+    ({"params": {"latent_bits": 13}}, "latent bits 13 is outside 1..12"),
+    ({"params": {"latent_bits": 20, "posterior_precision": 24}}, "latent bits 20 is outside"),
+    ({"params": {"posterior_precision": 9}}, "posterior precision must exceed"),
+    ({"params": {"tile": 5000}}, "tile 5000 is outside"),
+    ({"params": {"pixel_precision": 25}}, "pixel precision 25 is outside"),
+    ({"lanes": 0}, "lane count 0 is outside"),
+    ({"height": 0}, "height 0 is outside"),
+])
+def test_hostile_headers_give_one_line_errors(archive, tiny_rgb, tmp_path, changes, match):
+    (tmp_path / "h.vz").write_bytes(hostile(archive, **changes))
+    for command in (["info"], ["decompress", "--model", tiny_rgb]):
+        fails([command[0], str(tmp_path / "h.vz"), *command[1:]], tmp_path, match)
+
+
+def test_nothing_is_written_unless_everything_can_be(archive, tiny_rgb, tmp_path):
+    (tmp_path / "a.vz").write_bytes(archive)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "p1.png").write_bytes(b"keep")
+    fails(["decompress", str(tmp_path / "a.vz"), "--model", tiny_rgb], tmp_path, "p1.png: already exists")
+    res = CliRunner().invoke(main, ["decompress", str(tmp_path / "a.vz"), "--model", tiny_rgb, "--force", "-q"])
+    assert res.exit_code == 0 and res.output == ""
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["p0.png", "p1.png"]
+    assert pixels((tmp_path / "a" / "p1.png").read_bytes()) == pixels(image_file("RGB", 12, 9, 1))
+
+
+def test_bound_refuses_colour_images_for_a_grayscale_model(tiny_gray, tmp_path):
+    (tmp_path / "c.png").write_bytes(image_file("RGB", 8, 8, 0))
+    fails(["bound", str(tmp_path / "c.png"), "--model", tiny_gray], tmp_path, "is grayscale and cannot code colour")
+
+
+def test_version_option():
+    res = CliRunner().invoke(main, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("vaezip, version ")
+
+
+def test_verify_reports_success(tiny_rgb, tmp_path):
+    (tmp_path / "v.png").write_bytes(image_file("RGBA", 20, 11, 3))
+    res = CliRunner().invoke(main, ["compress", str(tmp_path / "v.png"), "--model", tiny_rgb, "--verify"])
+    assert res.exit_code == 0 and "verified" in res.output
+    assert unpack((tmp_path / "v.vz").read_bytes())[0].images[0].mode == "RGBA"
+
+
+def test_unknown_format_version_is_one_line(archive, tiny_rgb, tmp_path):
+    (tmp_path / "old.vz").write_bytes(archive[:4] + b"\x02" + archive[5:])
+    fails(["decompress", str(tmp_path / "old.vz"), "--model", tiny_rgb], tmp_path,
+          "unsupported .vz format version 2 (this vaezip reads version 3")
+    with pytest.raises(FormatError):
+        unpack(archive[:4] + b"\x02" + archive[5:])
