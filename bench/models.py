@@ -81,16 +81,17 @@ def models_md() -> str:
              "subpixel on the test data below (never trained on), -ELBO and IWAE estimate with one standard error,",
              f"measured on the codec's {TILE}x{TILE} tiles. \"Calibrated as coded\" is the -ELBO with the codec's",
              "per-tile scale offsets (`docs/FORMAT.md`), their cost included: what the coder actually codes.", "",
-             "All training ran on the 2 CPU cores of a development machine: `mnist`, `cifar10` and the first `photo`",
-             "run with 1 thread each (two runs side by side), the later `photo` runs with 2 threads. Every run warms",
-             "the KL weight up from 0 over its first 10 % of steps.", "",
+             "The models are integer networks (docs/CODER.md): int16 weights, activations of at most 10 bits, every",
+             "convolution exact in float32, so a file decodes bit for bit on any machine. The three models were",
+             "first trained as float networks, then converted (heads rescaled to pixel levels, scales calibrated on",
+             "16 training batches: post-training quantization) and fine-tuned quantization-aware from there.", "",
+             "All training ran on the 2 CPU cores of a development machine. Runs from scratch warm the KL weight up",
+             "from 0 over their first 10 % of steps.", "",
              "The latents carry little information: KL < 0.001 bits/dim for `cifar10`, about 0.004 for `photo` and",
-             "0.03 for `mnist` at the end of training. The sub-grid decoders model the pixels nearly on their own, so",
-             "IWAE is at most about 0.01 bits/dim below -ELBO (equal for `cifar10`) and bits back returns nearly",
-             "everything the posterior pops. Training was still improving when it stopped (validation curves:",
-             "assets/training/), and `vaezip train NAME --init NAME --steps N` continues from the shipped weights",
-             "(growing them into the preset's architecture when it has more residual blocks per stage or coarse",
-             "levels).", ""]
+             "0.03 for `mnist`. The sub-grid decoders model the pixels nearly on their own, so IWAE is at most about",
+             "0.01 bits/dim below -ELBO and bits back returns nearly everything the posterior pops.",
+             "`vaezip train NAME --init NAME --steps N` continues from the shipped weights (growing them into the",
+             "preset's architecture when it has more residual blocks per stage or coarse levels).", ""]
     for path in sorted(ASSETS.glob("*.safetensors")):
         info = model_info(path)
         model, _, digest = load_model(path.stem)

@@ -32,12 +32,15 @@ def picture(image, name: str = "image") -> Picture:
 
 
 def compress(images, model: str | None = None, *, names: Sequence[str] | None = None, tile: int = 256,
-             batch: int = 4, device: str = "cpu", strip: bool = False, progress=None) -> bytes:
+             batch: int = 4, particles: int = 1, classical: bool = True, device: str = "cpu", strip: bool = False,
+             progress=None) -> bytes:
     """.vz bytes of one image, or of a list of images as one archive (bits back chained across them).
 
     ``images``: PIL images or uint8/uint16 NumPy arrays (H x W or H x W x C). ``model``: a shipped model name or a
     .safetensors path; by default the shipped model that codes these images shortest. ``names``: file names stored
-    in an archive (default ``image0.png``, ...). ``strip``: drop EXIF, XMP, text, dpi and gamma.
+    in an archive (default ``image0.png``, ...). ``particles``: importance samples per tile (Monte Carlo bits back:
+    closer to the IWAE bound, that many times slower). ``classical``: code an image by JPEG XL or PNG, or store it,
+    when that is shorter than the model. ``strip``: drop EXIF, XMP, text, dpi and gamma.
     """
     from .compressor import compress as encode
     from .container import CodingParams
@@ -49,20 +52,16 @@ def compress(images, model: str | None = None, *, names: Sequence[str] | None = 
     pictures = [picture(im, n) for im, n in zip(items, names)]
     if strip:
         pictures = [p.stripped() for p in pictures]
-    return encode(pictures, names, model, CodingParams(tile=tile, batch=batch), archive, device, progress)
+    params = CodingParams(tile=tile, batch=batch, particles=particles)
+    return encode(pictures, names, model, params, archive, device, progress, classical)
 
 
 def decompress(data: bytes, *, arrays: bool = False, model: str | None = None, device: str = "cpu",
                progress=None) -> list:
     """Every image of a .vz file, as PIL images (ICC profile and metadata in ``info``) or, with ``arrays``, as
     NumPy arrays (H x W for one plane, else H x W x C; uint16 for 16-bit images, indices for palette images)."""
+    from .classical import as_array
     from .compressor import decompress as decode
     from .container import unpack
     pictures = decode(*unpack(data), device, model, progress)
     return [as_array(p) if arrays else to_pil(p) for p in pictures]
-
-
-def as_array(pic: Picture) -> np.ndarray:
-    planes = [pic.color] + ([] if pic.alpha is None else [pic.alpha[None]])
-    arr = np.concatenate(planes).transpose(1, 2, 0)
-    return arr[:, :, 0] if arr.shape[2] == 1 else arr

@@ -20,10 +20,6 @@ class Bound:
     subpixels: np.ndarray
 
 
-def _log_normal(z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    return (-0.5 * ((z - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
-
-
 def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = CodingParams.tile,
                  batch: int = CodingParams.batch, seed: int = 0, device: str = "cpu",
                  calibrate: bool = False) -> Bound:
@@ -43,14 +39,8 @@ def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = C
         xt = torch.from_numpy(np.repeat(x, channels // coded, axis=1)).to(device)
         mt = torch.from_numpy(mask(group)).to(device)
         with torch.no_grad():
-            mean, log_std = model.posterior(xt)
-            log_w = []
-            for _ in range(k):
-                z = mean + torch.randn(mean.shape, generator=gen).to(device) * log_std.exp()
-                log_prior = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
-                log_lik = model.log_likelihood(xt, z, mt, coded, calibrate)
-                log_w.append(log_lik + log_prior - _log_normal(z, mean, log_std))
-            log_w = torch.stack(log_w).double().cpu()            # (k, B) nats
+            log_w = torch.cat([model.log_weights(xt, 1, mask=mt, channels=coded, calibrate=calibrate, generator=gen)
+                               for _ in range(k)]).double().cpu()            # (k, B) nats
         tile_elbo = -log_w.mean(0).numpy() / math.log(2)
         tile_iwae = -(torch.logsumexp(log_w, 0) - math.log(k)).numpy() / math.log(2)
         for j, t in enumerate(group):

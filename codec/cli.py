@@ -137,6 +137,9 @@ def coding_options(fn):
     from .container import RANGES
     fn = click.option("--tile", type=click.IntRange(*RANGES["tile"]), default=256, show_default=True,
                       help="Tile size in pixels (each tile is padded to a multiple of the model's coarsest grid).")(fn)
+    fn = click.option("--particles", type=click.IntRange(*RANGES["particles"]), default=1, show_default=True,
+                      help="Importance samples per tile: Monte Carlo bits back, closer to the IWAE bound and that "
+                      "many times slower.")(fn)
     return click.option("--batch-size", type=click.IntRange(*RANGES["batch"]), default=4, show_default=True,
                         help="Tiles per network call (smaller tiles are grouped up to the same pixel count).")(fn)
 
@@ -149,11 +152,13 @@ def coding_options(fn):
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @coding_options
+@click.option("--classical/--model-only", default=True, show_default=True,
+              help="Code an image by JPEG XL or PNG, or store it, where that is shorter than the model.")
 @click.option("--strip", is_flag=True, help="Drop EXIF, XMP, text, dpi and gamma (ICC and transparency stay).")
 @click.option("--verify", is_flag=True, help="Decode the result before writing it and check every pixel.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary, no warnings.")
 @friendly
-def compress(inputs, output, model, force, device, batch_size, tile, strip, verify, quiet):
+def compress(inputs, output, model, force, device, batch_size, particles, tile, classical, strip, verify, quiet):
     """Compress one image to a .vz file, or several images / folders into one .vz archive."""
     from .api import compress as encode
     from .compressor import decompress as decode
@@ -178,7 +183,8 @@ def compress(inputs, output, model, force, device, batch_size, tile, strip, veri
     names = [n for _, n in items]
     with progress_bar(sum(p.size[0] * p.size[1] for p in pictures), quiet, "compress") as bar:
         data = encode(pictures if archive else pictures[0], model, names=names, tile=tile, batch=batch_size,
-                      device=select_device(device), strip=strip, progress=bar)
+                      particles=particles, classical=classical, device=select_device(device), strip=strip,
+                      progress=bar)
     if verify:
         back = decode(*unpack(data), select_device(device), model)
         if any(a.mode != b.mode or a.pixel_bytes() != b.pixel_bytes() for a, b in zip(pictures, back)):
@@ -323,6 +329,8 @@ def demo(model):
               help="Pause after this step (checkpointed); a later run with the same --steps resumes the schedule.")
 @click.option("--init", default=None, help="Start from these weights (e.g. a shipped model) if no checkpoint exists; "
               "the preset may have more residual blocks per stage (they start as the identity).")
+@click.option("--samples", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Importance samples of the objective: 1 trains on the ELBO, M > 1 on the IWAE bound.")
 @click.option("--data", "data_root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset folder [default: ../shared/data].")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -330,11 +338,11 @@ def demo(model):
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Exported weights [default: runs/DATASET/DATASET.safetensors].")
 @friendly
-def train(dataset, steps, batch, crop, lr, seed, eval_every, device, stop_at, init, data_root, run_dir, out):
+def train(dataset, steps, batch, crop, lr, seed, eval_every, device, stop_at, init, samples, data_root, run_dir, out):
     """Train a model on DATASET (resumes from the run folder's checkpoint)."""
     from .train import TrainSettings, train as run
 
     run_dir = run_dir or Path("runs") / dataset
-    info = run(TrainSettings(dataset, steps, batch, crop, lr, seed, eval_every, device, init, stop_at),
+    info = run(TrainSettings(dataset, steps, batch, crop, lr, seed, eval_every, device, init, stop_at, samples),
                run_dir, out or run_dir / f"{dataset}.safetensors", data_root)
     click.echo(f"trained {dataset}: validation -ELBO {info['validation_bpd']} bpd in {info['wall_seconds']} s")

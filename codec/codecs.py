@@ -12,7 +12,9 @@ from statistics import NormalDist
 import numpy as np
 
 from . import rans
-from .tables import FRAC_BITS, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp_table, normal_buckets
+from .limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN
+from .tables import (FRAC_BITS, LOG_FRAC, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp2_neg_fixed, exp_table,
+                     log2_fixed, normal_buckets)
 
 
 class TableCodec:
@@ -23,8 +25,9 @@ class TableCodec:
     """
 
     def push(self, msg, symbols):
-        symbols = self._validate(symbols)
-        rans.push_with(msg, self.n, lambda idx: self.start_freq(symbols[idx], idx), self.precision)
+        """Push ``symbols``: their intervals are computed for all of them at once, then the core codes them."""
+        start, freq = self.start_freq(self._validate(symbols))
+        rans.push_with(msg, self.n, lambda idx: (start[idx], freq[idx]), self.precision)
 
     def pop(self, msg):
         return rans.pop(msg, self.n, self.lookup, self.precision)
@@ -177,19 +180,26 @@ _SUB = rans.SUB_LANES  # lazy codecs evaluate C on blocks of at most this many s
 _U_SCALE = 1 << (STEP_BITS + FRAC_BITS)  # IntCdf.scaled takes (t + radius) * 2^20
 _WINDOW = 16  # symbols searched around a wrong pop guess
 _FULL_SEARCH = 1 << 16  # most C evaluations for searching the whole alphabet for a few symbols at once
+_TWO_ROUNDS = 4096  # blocks of at most this many symbols search levels in two rounds, larger ones bisect
 _OPEN = float(1 << 20)  # stands in for an infinite edge: beyond every table radius, yet |u| << 2^63
 
 
 class _LazyCdfCodec(TableCodec):
     """A table codec whose integer CDF is evaluated only where needed, never tabulated.
 
-    Subclasses give ``_params(idx)``: a tuple of arrays, the snapped parameters of the symbols at the slice
-    ``idx`` (m of them, on the last axis), and ``_cdf(e, params)``: C at int64 edges e of shape (..., m), with
+    Subclasses give ``_snapped()``: a tuple of arrays, the snapped parameters of all n symbols (on the last axis;
+    computed once, then sliced per block), and ``_cdf(e, params)``: C at int64 edges e of shape (..., m), with
     C(0) = 0 and C(alphabet) = 2^precision.  Pop starts from a float guess ``_guess(cf, params)`` (it only
     affects speed: it is checked against C), searches a window around the wrong ones and bisects the rest.
     """
 
     _sub = _SUB
+    _all = None
+
+    def _params(self, idx):
+        if self._all is None:
+            self._all = self._snapped()
+        return tuple(p[..., idx] for p in self._all)
 
     def start_freq(self, symbols, idx=slice(None)):
         return _join(self._start_freq, symbols, idx.indices(self.n)[0], self._sub, 2)
@@ -209,7 +219,8 @@ class _LazyCdfCodec(TableCodec):
         params = self._params(idx)
         guess = self._guess(cf, params)
         if guess is None:
-            sym, lo, hi = self._bisect(cf, params)
+            search = self._two_rounds if cf.size <= _TWO_ROUNDS and self.alphabet == LEVELS else self._bisect
+            sym, lo, hi = search(cf, params)
         else:
             edges = np.empty((2, cf.size), dtype=np.int64)
             edges[0] = guess
@@ -244,6 +255,17 @@ class _LazyCdfCodec(TableCodec):
     def _bisect(self, cf, params):
         return _bisect(lambda e: self._cdf(e, params), cf, self._bits, self.alphabet, 1 << self.precision)
 
+    def _two_rounds(self, cf, params):
+        """Search 256 levels in two vectorized rounds: C at every 16th edge locates cf's group of 16 levels, C at
+        the group's 17 edges the level. More evaluations than bisection, but 4x fewer NumPy calls: faster for the
+        small blocks that few rANS lanes give."""
+        c = self._cdf(np.arange(0, LEVELS + 1, 16)[:, None], params)
+        base = (np.count_nonzero(c <= cf, axis=0) - 1) * 16
+        c = self._cdf(base + np.arange(17)[:, None], params)
+        k = np.count_nonzero(c <= cf, axis=0) - 1
+        rows = np.arange(cf.size)
+        return base + k, c[k, rows], c[k + 1, rows]
+
 
 def _select(params, which):
     """The parameters of a subset of the symbols (their axis is the last one)."""
@@ -267,7 +289,6 @@ LOG_SCALE_STEP, LOG_SCALE_RANGE = 1 / 32, (-7.0, 6.0)
 LOGIT_STEP, LOGIT_SPAN = 1 / 64, 24.0  # mixture logits; components LOGIT_SPAN below the top get weight 0
 WEIGHT_BITS = 8  # integer mixture weights sum to 2^8
 LEVELS = 256
-LEVEL_PRECISION_MIN = 8  # pixel CDFs need 2^p >= LEVELS
 # 2^20 / scale per log-scale grid index (an exact power-of-two multiple of the correctly rounded exp)
 _LOGISTIC_SLOPE = exp_table(-LOG_SCALE_RANGE[0], -LOG_SCALE_STEP, 417) * _U_SCALE
 _EXP_NEG = exp_table(0, -LOGIT_STEP, int(LOGIT_SPAN / LOGIT_STEP) + 1)  # exp(-j / 64)
@@ -328,8 +349,8 @@ class _LevelCodec(_LazyCdfCodec):
             raise ValueError("mean and log scale parameters differ in shape")
         self.precision, self._means, self._log_scales, self.n = precision, means, log_scales, means.shape[0]
 
-    def _params(self, idx):
-        return _snap_logistic(self._means[idx], self._log_scales[idx])
+    def _snapped(self):
+        return _snap_logistic(self._means, self._log_scales)
 
     def _u(self, e, slope, offset):
         """The ``LOGISTIC.scaled`` argument at edges e (..., m) for params (m,), or (K, m) giving (K, ..., m)."""
@@ -390,10 +411,9 @@ class LogisticMixture(_LevelCodec):
             raise ValueError("logit_weights and means differ in shape")
         self._sub = max(1, _SUB // k)
 
-    def _params(self, idx):
-        """Snapped parameters with the components first: (K, m) arrays, so sums over K add whole rows."""
-        raw = (self._means, self._log_scales, self._logits)
-        means, log_scales, logits = (np.ascontiguousarray(p[idx].T) for p in raw)
+    def _snapped(self):
+        """Snapped parameters with the components first: (K, n) arrays, so sums over K add whole rows."""
+        means, log_scales, logits = (np.ascontiguousarray(p.T) for p in (self._means, self._log_scales, self._logits))
         return *_snap_logistic(means, log_scales), _weights(logits)
 
     def _cdf(self, e, params):
@@ -415,9 +435,6 @@ class LogisticMixture(_LevelCodec):
 POST_MEAN_STEP, POST_MEAN_RANGE = 1 / 1024, (-16.0, 16.0)
 POST_LOG_SIGMA_STEP, POST_LOG_SIGMA_RANGE = 1 / 64, (-10.0, 3.0)
 _GAUSS_SLOPE = exp_table(-POST_LOG_SIGMA_RANGE[0], -POST_LOG_SIGMA_STEP, 833) * _U_SCALE  # 2^20 / sigma
-
-
-LATENT_BITS_MAX = 12
 
 
 class GaussianLatent:
@@ -466,9 +483,9 @@ class GaussianPosterior(_LazyCdfCodec):
         self.latent, self.precision, self._bits = latent, precision, latent.bits
         self.alphabet, self.n, self._mu, self._log_sigma = 1 << latent.bits, mu.size, mu, log_sigma
 
-    def _params(self, idx):
-        mu = _snap(self._mu[idx], POST_MEAN_STEP, *POST_MEAN_RANGE)
-        slope = _GAUSS_SLOPE.take(_grid_index(self._log_sigma[idx], POST_LOG_SIGMA_STEP, *POST_LOG_SIGMA_RANGE))
+    def _snapped(self):
+        mu = _snap(self._mu, POST_MEAN_STEP, *POST_MEAN_RANGE)
+        slope = _GAUSS_SLOPE.take(_grid_index(self._log_sigma, POST_LOG_SIGMA_STEP, *POST_LOG_SIGMA_RANGE))
         offset = mu * slope
         offset -= NORMAL.radius * _U_SCALE
         return slope, offset, mu
@@ -573,4 +590,84 @@ class BBANS:
         z = self.prior.pop(msg)
         x = self.likelihood(z).pop(msg)
         self.posterior(x).push(msg, z)
+        return x
+
+
+INDEX_PRECISION = 16  # bits of the particle index distributions of BBIS
+
+
+def log2_probability(codec, symbols, groups, owner=None):
+    """log2 of the probability ``codec`` gives ``symbols``, summed per data point, in units of 2^-16 (fixed point:
+    the same integers on every machine), (groups,). The symbols are ``groups`` equal runs, one per data point,
+    unless ``owner`` gives the data point of every symbol."""
+    _, freq = codec.start_freq(np.asarray(symbols, dtype=np.int64))
+    cost = log2_fixed(freq) - (codec.precision << LOG_FRAC)
+    if owner is None:
+        return cost.reshape(groups, -1).sum(1)
+    out = np.zeros(groups, np.int64)
+    np.add.at(out, owner, cost)
+    return out
+
+
+class BBIS:
+    """Monte Carlo bits back with importance sampling (BB-IS, Ruan et al., ICML 2021): codes data at the IWAE bound
+    with ``particles`` N samples instead of at the ELBO.
+
+    The data is ``groups`` data points (each with its own latent: the latent symbols of a particle are ``groups``
+    equal runs). Push: pop N particles with ``posterior(x)``; pop each data point's particle index j with the
+    normalized importance weights ``log_weights(x, particles)`` ((N, groups) fixed-point log2 weights, computed
+    identically on both sides); push the other particles with the posterior, x with ``likelihood(z_j)``, z_j with
+    ``prior`` and j uniformly. Pop reverses it and pushes the indices and particles back. N = 1 codes exactly as BBANS.
+    """
+
+    def __init__(self, posterior, likelihood, prior, particles, groups, log_weights):
+        self.posterior, self.likelihood, self.prior = posterior, likelihood, prior
+        self.n, self.groups, self.log_weights = particles, groups, log_weights
+        self.uniform = UniformCount(groups, particles)
+
+    def _select(self, zs, j):
+        """The chosen particle of every data point, and the others in order, as arrays of latent symbols."""
+        stack = np.stack(zs).reshape(self.n, self.groups, -1)
+        rows = np.arange(self.groups)
+        chosen = stack[j, rows].ravel()
+        others = [np.stack([stack[k if k < jj else k + 1, g] for g, jj in enumerate(j)]).ravel()
+                  for k in range(self.n - 1)]
+        return chosen, others
+
+    def _index(self, x, zs):
+        """The particle index distributions: integer weights from the importance weights, each at least 1."""
+        lw = self.log_weights(x, zs)                                   # (N, groups)
+        w = exp2_neg_fixed(lw.max(0) - lw)                              # in (0, 2^30]
+        freq = 1 + w * ((1 << INDEX_PRECISION) - self.n) // w.sum(0)
+        top = np.argmax(freq, axis=0)
+        freq[top, np.arange(self.groups)] += (1 << INDEX_PRECISION) - freq.sum(0)
+        cdf = np.concatenate([np.zeros((self.groups, 1), np.int64), np.cumsum(freq.T, axis=1)], axis=1)
+        return Categorical(cdf, precision=INDEX_PRECISION)
+
+    def push(self, msg, x):
+        zs = [self.posterior(x).pop(msg) for _ in range(self.n)]
+        j = self._index(x, zs).pop(msg) if self.n > 1 else np.zeros(self.groups, np.int64)
+        chosen, others = self._select(zs, j)
+        for z in reversed(others):
+            self.posterior(x).push(msg, z)
+        self.likelihood(chosen).push(msg, x)
+        self.prior.push(msg, chosen)
+        self.uniform.push(msg, j)
+
+    def pop(self, msg):
+        j = self.uniform.pop(msg)
+        chosen = self.prior.pop(msg)
+        x = self.likelihood(chosen).pop(msg)
+        others = [self.posterior(x).pop(msg) for _ in range(self.n - 1)]
+        stack = np.empty((self.n, self.groups, chosen.size // self.groups), np.int64)
+        rows = np.arange(self.groups)
+        stack[j, rows] = chosen.reshape(self.groups, -1)
+        slots = np.array([[k for k in range(self.n) if k != jj] for jj in j], np.int64).reshape(self.groups, -1)
+        for k, z in enumerate(others):
+            stack[slots[:, k], rows] = z.reshape(self.groups, -1)
+        zs = [stack[i].ravel() for i in range(self.n)]
+        if self.n > 1:
+            self._index(x, zs).push(msg, j)
+        for z in reversed(zs):
+            self.posterior(x).push(msg, z)
         return x

@@ -16,7 +16,8 @@ import torch
 
 from . import codecs
 from .container import CodingParams, ImageRecord
-from .likelihood import SCALE_CDF, SCALE_OFFSETS, Mixture, choose_scale_offsets
+from .layers import Layer
+from .likelihood import NO_SHIFT, SCALE_CDF, SCALE_OFFSETS, Mixture, choose_scale_offsets
 from .model import VAE
 from .tiles import PAD, gather, mask, plan_batches, plan_tiles, scatter, shape
 
@@ -45,9 +46,15 @@ class TileCoder:
         return x_shape[0], self.model.config.latent, x_shape[2] // s, x_shape[3] // s
 
     def batch(self, x_shape: tuple[int, ...], real: np.ndarray, first: bool):
-        """The codec of one batch of pixels of ``x_shape`` (B, C, ph, pw) whose real pixels are ``real``."""
+        """The codec of one batch of pixels of ``x_shape`` (B, C, ph, pw) whose real pixels are ``real``: bits-back
+        ANS, or Monte Carlo bits back with importance sampling when ``particles`` > 1."""
         n = int(np.prod(self._latent_shape(x_shape)))
-        bits_back = codecs.BBANS(self.posterior, lambda z: self.likelihood(z, x_shape, real), self.latent.prior(n))
+        likelihood = lambda z: self.likelihood(z, x_shape, real)
+        if self.params.particles == 1:
+            bits_back = codecs.BBANS(self.posterior, likelihood, self.latent.prior(n))
+        else:
+            bits_back = codecs.BBIS(self.posterior, likelihood, self.latent.prior(n), self.params.particles,
+                                    x_shape[0], lambda x, zs: self.log_weights(x, zs, real))
         if not first:
             return bits_back
         median = np.full(n, 1 << (self.params.latent_bits - 1), np.int64)
@@ -82,6 +89,27 @@ class TileCoder:
                 plane[ms] = yield self._pixels(levels, xs, ms, c, pick), (plane[ms] if encoding else None)
         return x
 
+    def log_weights(self, x: np.ndarray, zs: list[np.ndarray], real: np.ndarray) -> np.ndarray:
+        """log2 q(x|z_i) / p(z_i|x) per tile for every particle z_i, (N, B), in fixed point from the codecs' integer
+        frequencies (without scale offsets: the same on both sides; the uniform prior is the same for all)."""
+        posterior = self.posterior(x)
+        out = []
+        for z in zs:
+            z_values = self.latent.centres(z).reshape(self._latent_shape(x.shape))
+            feats = self.model.features(torch.from_numpy(z_values.astype(np.float32)).to(self.device))
+            total = -codecs.log2_probability(posterior, z, len(x))
+            for t in range(self.model.num_stages):
+                stride, (oy, ox) = self.model.stage_grid(t)
+                levels = _levels(self.model.stage(t, feats, self.model.stage_context(self._tensor(x), t)))
+                xs, ms = x[:, :, oy::stride, ox::stride], real[:, oy::stride, ox::stride]
+                owner = np.nonzero(ms)[0]
+                picks = np.full(len(x), NO_SHIFT)
+                for c in range(x.shape[1]):
+                    total += codecs.log2_probability(self._pixels(levels, xs, ms, c, picks), xs[:, c][ms], len(x),
+                                                     owner)
+            out.append(total)
+        return np.stack(out)
+
     def _pixels(self, mix: dict, xs: np.ndarray, ms: np.ndarray, c: int, picks: np.ndarray) -> codecs.TableCodec:
         """Mixture codec for channel c of one stage's real pixels; means shifted by the channels before c, log-scales
         by each tile's chosen offset (``picks``, indices into SCALE_OFFSETS). All values are exact dyadic numbers."""
@@ -97,34 +125,48 @@ class TileCoder:
 
 
 class Archive:
-    """Every image of one file: the colour planes of all its layers in batches of tiles, then the alpha planes, as
-    one codec. Its data is the list of layers (colour, alpha) of every image, in order (``layers.split``)."""
+    """The model-coded images of one file as one codec: the colour planes of all their layers in batches of tiles,
+    then the alpha planes. Its data is the list of layers (colour, alpha) of every image, in order
+    (``layers.split``); images coded outside the model have none."""
 
     def __init__(self, coder: TileCoder, records: list[ImageRecord], progress=None):
-        self.coder, self.progress = coder, progress
-        self.layers = [(rec, table, planes) for rec in records for table, (planes, _) in zip(rec.alphas, rec.layers)]
-        shapes = [(planes, rec.height, rec.width) for rec, _, planes in self.layers]
+        self.coder, self.progress, self.records = coder, progress, len(records)
+        self.layers = [(i, rec, table, planes) for i, rec in enumerate(records)
+                       for table, (planes, _) in zip(rec.alphas, rec.layers)]
+        shapes = [(planes, rec.height, rec.width) for _, rec, _, planes in self.layers]
         tiles = plan_tiles(shapes, coder.params.tile, coder.model.config.grid)
-        self.batches = plan_batches(tiles, coder.params.batch, coder.params.tile)
+        self.batches = plan_batches(tiles, coder.params.batch, coder.params.tile, coder.params.particles)
+        self._counted: list[tuple[list, _Counted]] = []
+
+    def image_bits(self) -> np.ndarray:
+        """After a push: the bits each image's colour tiles added to the message, a batch's bits shared out by its
+        tiles' pixels (alpha planes not counted)."""
+        bits = np.zeros(self.records)
+        for batch, codec in self._counted:
+            pixels = sum(t.h * t.w for t in batch)
+            for t in batch:
+                bits[self.layers[t.image][0]] += codec.bits * t.h * t.w / pixels
+        return bits
 
     def codec(self) -> codecs.Sequence:
         return codecs.Sequence(self.describe)
 
-    def describe(self, layers: list[tuple[np.ndarray, np.ndarray | None]] | None):
+    def describe(self, layers: list[Layer] | None):
         encoding = layers is not None
         if not encoding:
-            layers = [(np.zeros((planes, rec.height, rec.width), np.uint8), None) for rec, _, planes in self.layers]
+            layers = [(np.zeros((planes, rec.height, rec.width), np.uint8), None) for _, rec, _, planes in self.layers]
         colors = [color for color, _ in layers]
         for i in range(len(self.batches) - 1, -1, -1):
             batch = self.batches[i]
             x = gather(colors, batch) if encoding else None
             codec = _Counted(self.coder.batch(shape(batch), mask(batch), first=i == 0),
                              sum(t.h * t.w for t in batch), self.progress)
+            self._counted.append((batch, codec))
             x = yield codec, x
             if not encoding:
                 scatter(colors, batch, x)
         alphas = []
-        for (_, alpha), (rec, table, _) in zip(reversed(layers), reversed(self.layers)):
+        for (_, alpha), (_, rec, table, _) in zip(reversed(layers), reversed(self.layers)):
             values = np.array([v for v, _ in table], np.uint8)
             if len(values) > 1:
                 index = np.searchsorted(values, alpha.ravel()) if encoding else None
@@ -137,13 +179,16 @@ class Archive:
 
 
 class _Counted:
-    """A codec that reports ``pixels`` to a progress bar after each push or pop."""
+    """A codec that reports ``pixels`` to a progress bar after each push or pop, and counts the bits a push adds."""
 
     def __init__(self, codec, pixels: int, progress):
         self.codec, self.pixels, self.progress = codec, pixels, progress
+        self.bits = 0
 
     def push(self, msg, data):
+        before = msg.num_bits()
         self.codec.push(msg, data)
+        self.bits = msg.num_bits() - before
         self._tick()
 
     def pop(self, msg):

@@ -9,10 +9,9 @@ import struct
 import zlib
 from dataclasses import astuple, dataclass, field, fields
 
-from . import rans
-from .codecs import LATENT_BITS_MAX, LEVEL_PRECISION_MIN
+from .limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN, MAX_PRECISION
 from .image import MAX_PIXELS, MODES, Mode
-from .layers import COLOURS, PLANES, shapes
+from .layers import BYTES, CODINGS, COLOURS, PLANES, STREAMS, shapes
 
 MAGIC = b"VAEZ"
 VERSION = 3
@@ -36,6 +35,7 @@ class CodingParams:
     latent_bits: int = 10           # log2 of the number of latent buckets
     posterior_precision: int = 20   # bits of the posterior CDFs
     pixel_precision: int = 18       # bits of the pixel CDFs
+    particles: int = 1              # importance samples per tile: 1 is bits-back ANS, N > 1 Monte Carlo bits back
 
     def check(self) -> None:
         """Raise ValueError unless every field is in range."""
@@ -48,7 +48,8 @@ class CodingParams:
 
 
 RANGES = {"tile": (8, 4096), "batch": (1, 4096), "latent_bits": (1, LATENT_BITS_MAX),
-          "posterior_precision": (2, rans.MAX_PRECISION), "pixel_precision": (LEVEL_PRECISION_MIN, rans.MAX_PRECISION)}
+          "posterior_precision": (2, MAX_PRECISION), "pixel_precision": (LEVEL_PRECISION_MIN, MAX_PRECISION),
+          "particles": (1, 64)}
 
 
 @dataclass
@@ -60,8 +61,9 @@ class ImageRecord:
     icc: bytes = b""
     palette: bytes = b""            # mode P: RGB triples
     metadata: list[tuple[str, bytes]] = field(default_factory=list)     # image.metadata_of
-    coding: int = PLANES            # layers.PLANES or layers.COLOURS
+    coding: int = PLANES            # a key of layers.CODINGS
     alphas: list[list[tuple[int, int]]] = field(default_factory=list)   # per layer, (value, count) of its alpha
+    size: int = 0                   # JPEG_XL and PNG: bytes of the stream
 
     def __post_init__(self):
         if not self.alphas and not any(alpha for _, alpha in self.layers):
@@ -79,6 +81,14 @@ class ImageRecord:
     @property
     def subpixels(self) -> int:
         return (self.kind.planes + self.kind.alpha) * self.height * self.width
+
+    @property
+    def coded_bytes(self) -> int:
+        """Bytes of this image after the rANS message, when it is coded outside the model: its raw pixels or its
+        stream."""
+        if self.coding in STREAMS:
+            return self.size
+        return self.subpixels * self.kind.depth // 8 if self.coding in BYTES else 0
 
 
 @dataclass
@@ -161,6 +171,8 @@ def _records(header: Header) -> bytes:
             out += _varint(len(table))
             for value, count in table:
                 out += bytes([value]) + _varint(count)
+        if im.coding in STREAMS:
+            out += _varint(im.size)
     return bytes(out)
 
 
@@ -209,11 +221,13 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     archive = bool(flags & FLAG_ARCHIVE)
     if flags & FLAG_DEFLATED:
         table = _Reader(_inflate(r.blob(len(data), "image table"), count))
-        images = _parse_records(table, count, archive)
+        images = _parse_records(table, count, archive, len(data))
         if table.pos != len(table.data):
             raise FormatError("corrupt .vz file: trailing bytes in the image table")
     else:
-        images = _parse_records(r, count, archive)
+        images = _parse_records(r, count, archive, len(data))
+    if sum(im.coded_bytes for im in images) > len(data):
+        raise FormatError("corrupt .vz file: the images' bytes exceed the file")
     checksum = r.take(CHECKSUM_BYTES)
     return Header(model, weights, params, lanes, archive, images, checksum), data[r.pos:-4]
 
@@ -231,7 +245,7 @@ def _inflate(data: bytes, count: int) -> bytes:
     return out
 
 
-def _parse_records(r: _Reader, count: int, archive: bool) -> list[ImageRecord]:
+def _parse_records(r: _Reader, count: int, archive: bool, file_size: int) -> list[ImageRecord]:
     images = []
     codes = {m.code: name for name, m in MODES.items()}
     for _ in range(count):
@@ -241,7 +255,7 @@ def _parse_records(r: _Reader, count: int, archive: bool) -> list[ImageRecord]:
         mode, coding = codes.get(r.take(1)[0]), r.take(1)[0]
         if mode is None:
             raise FormatError("corrupt .vz file: unknown image mode")
-        if coding not in (PLANES, COLOURS) or (coding == COLOURS and mode != "P"):
+        if coding not in CODINGS or (coding == COLOURS and mode != "P"):
             raise FormatError("corrupt .vz file: unknown coding of the pixels")
         h, w = r.varint(1, LIMITS["side"], "height"), r.varint(1, LIMITS["side"], "width")
         if h * w > MAX_PIXELS:
@@ -260,5 +274,9 @@ def _parse_records(r: _Reader, count: int, archive: bool) -> list[ImageRecord]:
                     or any(a[0] >= b[0] for a, b in zip(table, table[1:])):
                 raise FormatError("corrupt .vz file: bad alpha table")
             rec.alphas.append(table)
+        if coding in STREAMS:
+            rec.size = r.varint(1, file_size, "stream size")
+        if rec.coded_bytes > file_size:
+            raise FormatError("corrupt .vz file: the image's bytes exceed the file")
         images.append(rec)
     return images

@@ -1,4 +1,10 @@
-"""Every image is coded as 8-bit layers: colour planes (1 or 3) and an optional alpha plane each.
+"""How an image's pixels are coded (its ``coding``), and the 8-bit layers the model codes.
+
+Codings: the model (``PLANES``, or ``COLOURS`` for a palette image), ``STORED`` (the raw pixel bytes, for data no
+coder can shrink, such as noise), or a lossless ``JPEG_XL`` or ``PNG`` stream (for content a classical coder codes
+shorter, such as text, screenshots and flat graphics); the encoder picks the shortest.
+
+The model codes 8-bit layers: colour planes (1 or 3) and an optional alpha plane each.
 
 - 8-bit modes: one layer, the image's own planes.
 - 16-bit modes: two layers, the high bytes, then the low bytes minus the high bytes (mod 256), which is all zeros for
@@ -14,7 +20,10 @@ import numpy as np
 
 from .image import MODES, Picture
 
-PLANES, COLOURS = 0, 1          # how an image's pixels are coded: its own planes, or a palette image's colours
+PLANES, COLOURS, STORED, JPEG_XL, PNG = 0, 1, 2, 3, 4
+CODINGS = {PLANES: "model", COLOURS: "model, palette colours", STORED: "stored", JPEG_XL: "JPEG XL", PNG: "PNG"}
+STREAMS = (JPEG_XL, PNG)            # codings whose bytes are a stream of recorded size
+BYTES = (STORED, *STREAMS)          # codings whose pixels travel as bytes, outside the model
 Layer = tuple[np.ndarray, "np.ndarray | None"]     # (colour (C, H, W) uint8, alpha (H, W) uint8 or None)
 
 
@@ -69,8 +78,10 @@ def split(pic: Picture, coding: int) -> list[Layer]:
 
 
 def shapes(mode: str, coding: int, palette: bytes, metadata) -> list[tuple[int, bool]]:
-    """(colour planes, alpha) of each layer of an image, from what its record holds."""
+    """(colour planes, alpha) of each layer the model codes for an image, from what its record holds."""
     m = MODES[mode]
+    if coding in BYTES:
+        return []
     if coding == COLOURS:
         return [(3, palette_alpha(palette, metadata) is not None)]
     return [(m.planes, m.alpha)] * (2 if m.depth == 16 else 1)

@@ -302,6 +302,23 @@ class VAE(nn.Module):
         kl = 0.5 * (mean ** 2 + (2 * log_std).exp() - 1 - 2 * log_std).flatten(1).sum(1)
         return -self.log_likelihood(x, z), kl
 
+    def log_weights(self, x: torch.Tensor, samples: int, beta: float = 1.0, mask: torch.Tensor | None = None,
+                    channels: int | None = None, calibrate: bool = False,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Importance weights log q(x|z_i) + beta (log q(z_i) - log p(z_i|x)) in nats, (samples, B), for z_i drawn
+        from the posterior; -log mean exp over the samples is the IWAE bound (with beta = 1)."""
+        mean, log_std = self.posterior(x)
+        z = mean + torch.randn((samples, *mean.shape), generator=generator).to(mean) * log_std.exp()
+        repeat = lambda t: None if t is None else t.expand(samples, *t.shape).flatten(0, 1)
+        log_lik = self.log_likelihood(repeat(x), z.flatten(0, 1), repeat(mask), channels, calibrate)
+        log_prior = _log_normal(z, torch.zeros_like(mean), torch.zeros_like(log_std))
+        return log_lik.view(samples, -1) + beta * (log_prior - _log_normal(z, mean, log_std))
+
+
+def _log_normal(z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, exp(log_std)^2) summed per image: z (S, B, ...) -> (S, B)."""
+    return (-0.5 * ((z - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).flatten(2).sum(2)
+
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -62,7 +62,8 @@ def _save(im: Image.Image, fp, filename, save_all: bool = False) -> None:
     frames = [im]
     if save_all:
         frames = [frame.copy() for frame in _frames(im)] + list(im.encoderinfo.get("append_images", []))
-    options = {k: im.encoderinfo[k] for k in ("model", "tile", "batch", "strip") if k in im.encoderinfo}
+    options = {k: im.encoderinfo[k] for k in ("model", "tile", "batch", "particles", "classical", "strip")
+               if k in im.encoderinfo}
     if len(frames) == 1:
         data = compress(frames[0], **options)
     else:

@@ -12,10 +12,11 @@ bytes is strict: popping past its tail raises ``CorruptMessage``.
 
 import numpy as np
 
+from .limits import MAX_PRECISION
+
 HEAD0 = 0xDA5A5A5A  # initial head of every lane, in [2^31, 2^32)
 VIRTUAL_WORD = 0x5A5A5A5A
 HEAD_MIN = 1 << 31
-MAX_PRECISION = 24
 # push and pop work on at most this many lanes at a time (the chunk semantics are unchanged): temporaries stay
 # cache-sized and are not freshly page-faulted per chunk, while the per-call overhead of NumPy stays amortized.
 SUB_LANES = 1 << 14

@@ -111,6 +111,40 @@ def tanh_table(step, count, bits):
     return np.array([-v for v in half[:0:-1]] + half, dtype=np.float64) / (1 << bits)
 
 
+LOG_FRAC = 16  # fixed-point log2 values carry 16 fractional bits
+_LOG_INDEX = 12  # their tables resolve 2^12 steps per octave
+
+
+def _fixed_tables():
+    """round(log2(1 + i / 4096) 2^16) and round(2^(-i / 4096) 2^30), i = 0..4096, in decimal."""
+    with localcontext() as ctx:
+        ctx.prec = _PREC
+        ln2 = Decimal(2).ln()
+        n = 1 << _LOG_INDEX
+        log = [int((Decimal(n + i) / n).ln() / ln2 * (1 << LOG_FRAC) + Decimal("0.5")) for i in range(n + 1)]
+        exp = [int((-ln2 * i / n).exp() * (1 << 30) + Decimal("0.5")) for i in range(n + 1)]
+    return np.array(log, dtype=np.int64), np.array(exp, dtype=np.int64)
+
+
+_LOG2_TABLE, _EXP2_TABLE = _fixed_tables()
+
+
+def log2_fixed(f):
+    """log2 of integers 1 <= f <= 2^24 in units of 2^-16, by a table over the top 12 bits of the mantissa: the same
+    integers on every machine (within 2^-12 of the true value)."""
+    f = np.asarray(f, dtype=np.int64)
+    e = np.frexp(f.astype(np.float64))[1].astype(np.int64) - 1            # exact: f < 2^53
+    index = ((f << (ONE_BITS - e)) >> (ONE_BITS - _LOG_INDEX)) - (1 << _LOG_INDEX)
+    return (e << LOG_FRAC) + _LOG2_TABLE.take(index)
+
+
+def exp2_neg_fixed(t):
+    """2^(-t / 2^16) in units of 2^-30 for integers t >= 0 (units of 2^-16), as integers: 0 beyond t = 31."""
+    t = np.asarray(t, dtype=np.int64)
+    whole = np.minimum(t >> LOG_FRAC, 62)
+    return _EXP2_TABLE.take((t & ((1 << LOG_FRAC) - 1)) >> (LOG_FRAC - _LOG_INDEX)) >> whole
+
+
 def _normal_quantile(q):
     """Phi^-1(q) for a Fraction 0 < q < 1/2 as float64: Newton steps in decimal from the float estimate."""
     with localcontext() as ctx:

@@ -42,9 +42,10 @@ def plan_tiles(shapes: list[tuple[int, int, int]], tile: int, grid: int) -> list
     return out
 
 
-def plan_batches(tiles: list[Tile], batch: int, tile: int) -> list[list[Tile]]:
+def plan_batches(tiles: list[Tile], batch: int, tile: int, particles: int = 1) -> list[list[Tile]]:
     """Same-shape tiles in batches of at most ``batch`` full tiles' worth of pixels (so many more small tiles,
-    e.g. whole CIFAR images, share a call); the first batches grow 1, 1, 2, 2, 4, 4, ..."""
+    e.g. whole CIFAR images, share a call); the first batches grow 1, 1, 2, 2, 4, 4, ... With N ``particles`` each
+    size repeats 2N times: a batch pops N latents per tile before it pushes back, so it needs N times the bits."""
     groups: dict[tuple[int, int, int], list[Tile]] = {}
     for t in tiles:
         groups.setdefault((t.channels, t.ph, t.pw), []).append(t)
@@ -53,7 +54,7 @@ def plan_batches(tiles: list[Tile], batch: int, tile: int) -> list[list[Tile]]:
         most = max(1, batch * tile * tile // (ph * pw))
         i = 0
         while i < len(group):
-            limit = min(most, 1 << (len(batches) // 2))
+            limit = min(most, 1 << min(30, len(batches) // (2 * particles)))
             batches.append(group[i:i + limit])
             i += limit
     return batches

@@ -1,4 +1,5 @@
-"""Training loop: Adam on the negative ELBO in bits per dimension, with checkpoints that resume exactly.
+"""Training loop: Adam on the negative ELBO (or, with ``samples`` M > 1, the IWAE bound with M importance samples)
+in bits per dimension, with checkpoints that resume exactly.
 
 The networks are integer networks (``codec.intnet``). A model trained from scratch runs as a float network for the
 first QUANT_FROM of its steps, then its scales are calibrated and it trains quantization-aware (straight-through
@@ -43,6 +44,7 @@ class TrainSettings:
     device: str = "cpu"
     init: str | None = None   # weights (name or .safetensors) to start from when there is no checkpoint
     stop: int | None = None   # pause after this step (checkpointed), keeping the schedule of ``steps``
+    samples: int = 1          # importance samples of the objective: 1 is the ELBO, M > 1 the IWAE bound
 
 
 def _datasets(dataset: str, crop: int, root: Path | None):
@@ -115,6 +117,19 @@ def grow(model: VAE, start: VAE, name: str) -> None:
     set_mode(model, "float" if start.mode == "float" else "train")
 
 
+def _objective(model: VAE, x: torch.Tensor, samples: int, beta: float) -> tuple[torch.Tensor, float]:
+    """The training objective in nats per image, averaged over the batch (the ELBO with its KL weighted by
+    ``beta``, or the IWAE bound with ``samples`` > 1), and the mean KL or its sampled estimate."""
+    if samples == 1:
+        nll, kl = model.elbo_terms(x)
+        return (nll + beta * kl).mean(), kl.mean().item()
+    log_w = model.log_weights(x, samples, beta)
+    bound = -(torch.logsumexp(log_w, 0) - math.log(samples))
+    mean, log_std = model.posterior(x)
+    kl = 0.5 * (mean ** 2 + (2 * log_std).exp() - 1 - 2 * log_std).flatten(1).sum(1)
+    return bound.mean(), kl.mean().item()
+
+
 def _calibrate(model: VAE, source, s: TrainSettings, rng: np.random.Generator) -> None:
     batches = [torch.from_numpy(np.ascontiguousarray(_batch(source, s, rng))).to(s.device)
                for _ in range(CALIBRATION_BATCHES)]
@@ -158,21 +173,20 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, s)
             xb = torch.from_numpy(np.ascontiguousarray(_batch(source, s, rng))).to(s.device)
-            nll, kl = model.elbo_terms(xb)
-            loss = (nll + kl).mean() / (dims * math.log(2))
             beta = min(1.0, step / warmup) if warmup else 1.0
-            objective = (nll + beta * kl).mean() / (dims * math.log(2))
+            objective, kl = _objective(model, xb, s.samples, beta)
+            objective, kl = objective / (dims * math.log(2)), kl / (dims * math.log(2))
             opt.zero_grad(set_to_none=True)
             objective.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             step += 1
             bar.update(1)
-            bar.set_postfix(bpd=f"{loss.item():.3f}", kl=f"{kl.mean().item() / (dims * math.log(2)):.3f}")
+            bar.set_postfix(bpd=f"{objective.item():.3f}", kl=f"{kl:.3f}")
             if step % s.eval_every == 0 or step == end:
                 val_bpd = bits_per_dim(model, val, s.device)
                 elapsed = time.time() - start
-                log.write(json.dumps({"step": step, "train_bpd": loss.item(), "val_bpd": val_bpd,
+                log.write(json.dumps({"step": step, "train_bpd": objective.item(), "val_bpd": val_bpd,
                                       "seconds": round(elapsed, 1)}) + "\n")
                 log.flush()
                 tqdm.write(f"step {step}: validation -ELBO {val_bpd:.4f} bpd ({elapsed / 60:.1f} min)")
@@ -186,7 +200,7 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
             "lr": s.lr, "seed": s.seed, "wall_seconds": round(time.time() - start), "parameters":
             count_parameters(model), "validation_bpd": round(bits_per_dim(model, val, s.device), 4),
             "stage_blocks": model.config.stage_blocks, "coarse_levels": model.config.coarse_levels,
-            "quantized_from_step": quant_from}
+            "quantized_from_step": quant_from, "samples": s.samples}
     if start_model is not None:
         c = start_model.config
         info["init"] = {"stage_blocks": c.stage_blocks, "coarse_levels": c.coarse_levels,

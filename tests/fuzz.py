@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vaezip.compressor import compress, decompress
+from vaezip.compressor import decompress, encode
 from vaezip.container import CodingParams, FormatError, unpack
 from vaezip.image import ImageError, Picture
+from vaezip.layers import JPEG_XL, PLANES, PNG, STORED
 from vaezip.weights import ModelError
 
 TIME_LIMIT = 60          # seconds per decode before it counts as a hang
@@ -30,13 +31,17 @@ HEADER = 80              # bytes at the start where header mutations land
 
 
 def sample_file(model: str) -> tuple[bytes, list[Picture]]:
-    """A small archive: an RGBA image with three alpha values and a grayscale one, in several batches."""
+    """A small archive with every way of coding: by the model an RGBA image with three alpha values (in several
+    batches) and a grayscale one, then a JPEG XL, a PNG and a stored image."""
     rng = np.random.default_rng(0)
     rgba = Picture("RGBA", rng.integers(60, 90, (3, 10, 7), dtype=np.uint8),
                    rng.choice(np.array([0, 128, 255], np.uint8), (10, 7)), b"icc" * 5)
     gray = Picture("L", rng.integers(0, 256, (1, 5, 6), dtype=np.uint8))
-    pictures = [rgba, gray]
-    return compress(pictures, ["a.png", "b.png"], model, CodingParams(tile=8, batch=1), archive=True), pictures
+    flat = Picture("RGB", np.full((3, 6, 9), 77, np.uint8))
+    pictures = [rgba, gray, flat, gray, flat]
+    codings = [PLANES, PLANES, JPEG_XL, PNG, STORED]
+    names = [f"{i}.png" for i in range(len(pictures))]
+    return encode(pictures, names, codings, model, CodingParams(tile=8, batch=1), archive=True)[0], pictures
 
 
 def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:

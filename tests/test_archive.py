@@ -29,8 +29,10 @@ def pixels(data: bytes) -> tuple[str, bytes, bytes | None]:
     return im.mode, im.tobytes(), im.info.get("icc_profile")
 
 
-def archive_round_trip(model: str, folder: Path, files: list[tuple[str, bytes]]) -> dict[str, bytes]:
-    """Compress ``files`` (sub/name, bytes) as one archive and decompress it; {output name: bytes}."""
+def archive_round_trip(model: str, folder: Path, files: list[tuple[str, bytes]], classical: bool = False
+                       ) -> dict[str, bytes]:
+    """Compress ``files`` (sub/name, bytes) as one archive (by the model alone unless ``classical``) and decompress
+    it; {output name: bytes}."""
     paths = []
     for rel, data in files:
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,7 @@ def archive_round_trip(model: str, folder: Path, files: list[tuple[str, bytes]])
         paths.append(str(folder / rel))
     runner = CliRunner()
     res = runner.invoke(main, ["compress", *paths, "-o", str(folder / "set.vz"), "--model", model, "--tile", "32",
-                               "--verify"])
+                               "--verify", "--classical" if classical else "--model-only"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(main, ["decompress", str(folder / "set.vz"), "-o", str(folder / "out"), "--model", model])
     assert res.exit_code == 0, res.output
@@ -58,8 +60,8 @@ def test_mixed_modes_in_one_archive(tiny_rgb, tmp_path, modes):
           phases=[Phase.explicit, Phase.reuse, Phase.generate])     # no shrinking: each example takes seconds
 @given(spec=st.lists(st.tuples(st.sampled_from(list(CHANNELS)), st.integers(1, 70), st.integers(1, 90),
                                st.sampled_from(["a.png", "a.bmp", "b.png", "c.tif"]), st.booleans(),
-                               st.sampled_from(["", "x/", "y/"])), min_size=2, max_size=8))
-def test_random_archives_round_trip_with_their_names(tiny_rgb, tmp_path_factory, spec):
+                               st.sampled_from(["", "x/", "y/"])), min_size=2, max_size=8), classical=st.booleans())
+def test_random_archives_round_trip_with_their_names(tiny_rgb, tmp_path_factory, spec, classical):
     folder = tmp_path_factory.mktemp("archive")
     files, seen = [], set()
     for i, (mode, h, w, name, icc, sub) in enumerate(spec):
@@ -67,7 +69,7 @@ def test_random_archives_round_trip_with_their_names(tiny_rgb, tmp_path_factory,
             sub = f"d{i}/"
         seen.add(sub + name)
         files.append((sub + name, image_file(mode, h, w, i, icc=b"profile%d" % i * 40 if icc else None)))
-    out = archive_round_trip(tiny_rgb, folder, files)
+    out = archive_round_trip(tiny_rgb, folder, files, classical)
     names = output_names([Path(rel).name for rel, _ in files])
     assert sorted(out) == sorted(names)
     for name, (_, data) in zip(names, files):

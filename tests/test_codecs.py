@@ -504,3 +504,64 @@ def test_corrupted_streams_never_decode_silently():
                 pytest.fail(f"corruption at byte {pos} went unnoticed")
         except CorruptMessage:
             pass
+
+
+class BimodalToy(ToyModel):
+    """x | z depends on |z| only, so the exact posterior has two modes, z and -z; the Gaussian posterior fitted to
+    its moments sits between them, so the ELBO is far above the log-likelihood and IWAE with N particles is not."""
+
+    def means(self, z):
+        return 128 + np.abs(self.latent.centres(z))[:, None] * self.slopes
+
+    def log_weights(self, x, zs):
+        """log2 p(x | z_i) / q(z_i | x) per data point, fixed point (the uniform prior is the same for all)."""
+        n = x.size // self.pixels
+        return np.stack([C.log2_probability(self.likelihood(z), x, n) - C.log2_probability(self.posterior(x), z, n)
+                         for z in zs])
+
+    def iwae(self, x, particles, draws, rng):
+        """-log2 mean_i w_i (bits per data point) averaged over ``draws`` sets of particles from the integer
+        posterior, under the integer distributions the coder uses."""
+        x = x.reshape(-1, self.pixels)
+        k = 1 << self.bits
+        mu, sigma = self.posterior_params(x)
+        q = self.latent.posterior(np.repeat(mu, k), np.repeat(sigma, k)).start_freq(
+            np.tile(np.arange(k), len(x)))[1].reshape(-1, k) / (1 << 16)
+        log_w = self.log2_likelihoods(x) - self.bits - np.log2(q)                   # (n, k) for every bucket
+        out = np.empty((len(x), draws))
+        for i in range(len(x)):
+            z = rng.choice(k, size=(draws, particles), p=q[i] / q[i].sum())
+            lw = log_w[i][z]
+            top = lw.max(1, keepdims=True)
+            out[i] = -(top[:, 0] + np.log2(np.mean(np.exp2(lw - top), axis=1)))
+        return out.mean(1)
+
+
+def test_bbis_codes_at_the_iwae_bound_and_one_particle_is_bbans():
+    model = BimodalToy()
+    rng = np.random.default_rng(3)
+    batch, warmup, batches, lanes, particles = 200, 4, 30, 32, 8
+    data = [model.sample(rng, batch).ravel() for _ in range(warmup + batches)]
+    prior = model.latent.prior(batch)
+    bbis = C.BBIS(model.posterior, model.likelihood, prior, particles, batch, model.log_weights)
+    msg = Message(lanes)
+    for x in data[:warmup]:
+        bbis.push(msg, x)
+    start_bits = msg.num_bits()
+    for x in data[warmup:]:
+        bbis.push(msg, x)
+    rate = (msg.num_bits() - start_bits) / (batch * batches)
+    iwae = float(np.mean(np.concatenate([model.iwae(x, particles, 200, rng) for x in data[warmup:]])))
+    elbo = float(np.mean(np.concatenate([model.neg_elbo(x) for x in data[warmup:]])))
+    assert iwae < 0.9 * elbo                                     # a toy where importance sampling matters
+    assert abs(rate - iwae) / iwae < 0.02
+    decoded = Message.from_bytes(msg.to_bytes(), lanes)
+    for x in reversed(data):
+        assert np.array_equal(bbis.pop(decoded), x)
+    decoded.check_initial()
+    one, plain = Message(lanes), Message(lanes)
+    single = C.BBIS(model.posterior, model.likelihood, prior, 1, batch, model.log_weights)
+    for x in data[:5]:
+        single.push(one, x)
+        C.BBANS(model.posterior, model.likelihood, prior).push(plain, x)
+    assert one.to_bytes() == plain.to_bytes()

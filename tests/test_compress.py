@@ -13,7 +13,7 @@ from PIL import Image
 
 from vaezip.cli import main
 from vaezip.container import CodingParams
-from vaezip.compressor import compress, decompress
+from vaezip.compressor import compress, decompress, encode
 from vaezip.container import FormatError, unpack
 from vaezip.image import read_image
 from conftest import TINY, calibrated_model, png_bytes, smooth_image
@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PARAMS = CodingParams(tile=16, batch=3)
 
 
-def roundtrip(data: bytes, model: str, params: CodingParams = PARAMS):
+def roundtrip(data: bytes, model: str, params: CodingParams = PARAMS, by_model: bool = False):
+    """Compress and decompress; ``by_model``: the model codes the image even where a classical coder is shorter."""
     pic = read_image(data)
-    vz = compress([pic], ["x.png"], model, params)
+    vz = encode([pic], ["x.png"], [0], model, params)[0] if by_model else compress([pic], ["x.png"], model, params)
     (back,) = decompress(*unpack(vz), model_override=model)
     return pic, back, vz
 
@@ -35,7 +36,7 @@ def test_roundtrip_modes_and_sizes(tiny_rgb, mode, channels, h, w):
     arr = smooth_image(h, w, channels, seed=h * w)
     if channels in (2, 4):
         arr[..., -1] = np.where(arr[..., 0] > 128, 255, 17)       # a two-valued alpha plane
-    pic, back, _ = roundtrip(png_bytes(arr, mode), tiny_rgb)
+    pic, back, _ = roundtrip(png_bytes(arr, mode), tiny_rgb, by_model=True)
     assert back.mode == pic.mode
     assert np.array_equal(back.color, pic.color)
     assert (back.alpha is None) == (pic.alpha is None)
@@ -44,7 +45,7 @@ def test_roundtrip_modes_and_sizes(tiny_rgb, mode, channels, h, w):
 
 
 def test_grayscale_model_codes_grayscale_and_refuses_colour(tiny_gray):
-    pic, back, _ = roundtrip(png_bytes(smooth_image(12, 9, 1), "L"), tiny_gray)
+    pic, back, _ = roundtrip(png_bytes(smooth_image(12, 9, 1), "L"), tiny_gray, by_model=True)
     assert np.array_equal(back.color, pic.color)
     with pytest.raises(ValueError, match="grayscale"):
         roundtrip(png_bytes(smooth_image(8, 8, 3), "RGB"), tiny_gray)
@@ -63,7 +64,8 @@ def test_rate_is_close_to_the_model_elbo(tiny_rgb):
     """The file costs the model's -ELBO plus a bounded overhead (header, flush, initial bits)."""
     from vaezip.bound import image_bounds
     from vaezip.weights import load_model
-    pic, back, vz = roundtrip(png_bytes(smooth_image(48, 48, 3), "RGB"), tiny_rgb, CodingParams(tile=48, batch=1))
+    pic, back, vz = roundtrip(png_bytes(smooth_image(48, 48, 3), "RGB"), tiny_rgb, CodingParams(tile=48, batch=1),
+                              by_model=True)
     model, _, _ = load_model(tiny_rgb)
     elbo = image_bounds(model, [pic.color], k=1, tile=48, calibrate=True).elbo_bits[0]
     assert np.array_equal(back.color, pic.color)
@@ -86,7 +88,7 @@ def test_coder_calibrates_an_overconfident_model(tmp_path):
     save_model(model, path)
     model = load_model(str(path))[0]
     params = CodingParams(tile=32, batch=2)
-    pic, back, vz = roundtrip(png_bytes(smooth_image(64, 64, 3), "RGB"), str(path), params)
+    pic, back, vz = roundtrip(png_bytes(smooth_image(64, 64, 3), "RGB"), str(path), params, by_model=True)
     assert np.array_equal(back.color, pic.color)
     plain = image_bounds(model, [pic.color], tile=32, batch=2).elbo_bits[0]
     calibrated = image_bounds(model, [pic.color], tile=32, batch=2, calibrate=True).elbo_bits[0]
@@ -276,7 +278,7 @@ def test_error_absurd_header_sizes(vz_file):
     import zlib
     from vaezip.container import MAGIC, VERSION
     # a header that claims 2^40 x 2^40 pixels, with a valid checksum: refused before any allocation
-    body = MAGIC + bytes([VERSION, 0]) + b"\x05photo" + b"\0" * 8 + b"\x40\x10\x0a\x14\x12\x01\x01\x02\x00" + \
+    body = MAGIC + bytes([VERSION, 0]) + b"\x05photo" + b"\0" * 8 + b"\x40\x10\x0a\x14\x12\x01\x01\x01\x02\x00" + \
         b"\x80\x80\x80\x80\x80\x20" * 2 + b"\0\0" + b"\0" * 8
     with pytest.raises(FormatError, match="height 1099511627776 is outside 1..1048576"):
         unpack(body + struct.pack("<I", zlib.crc32(body)))

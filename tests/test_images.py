@@ -27,10 +27,11 @@ def arrays() -> dict[str, np.ndarray]:
             "LA;16": deep[:, :, :2], "RGB;16": deep[:, :, :3], "RGBA;16": deep}
 
 
+@pytest.mark.parametrize("classical", [False, True], ids=["model", "classical"])
 @pytest.mark.parametrize("mode", list(arrays()))
-def test_api_round_trips_arrays_of_every_mode(tiny_rgb, mode):
+def test_api_round_trips_arrays_of_every_mode(tiny_rgb, mode, classical):
     arr = arrays()[mode]
-    data = vaezip.compress(arr, tiny_rgb)
+    data = vaezip.compress(arr, tiny_rgb, classical=classical)
     assert unpack(data)[0].images[0].mode == mode
     (back,) = vaezip.decompress(data, arrays=True, model=tiny_rgb)
     assert back.dtype == arr.dtype and np.array_equal(back, arr)
@@ -55,7 +56,7 @@ def test_palette_images_keep_palette_and_indices(tiny_rgb, tmp_path, kind):
     im.save(buf, "PNG", **({"transparency": im.info["transparency"]} if "transparency" in im.info else {}))
     (tmp_path / "p.png").write_bytes(buf.getvalue())
     runner = CliRunner()
-    assert runner.invoke(main, ["compress", str(tmp_path / "p.png"), "--model", tiny_rgb]).exit_code == 0
+    assert runner.invoke(main, ["compress", str(tmp_path / "p.png"), "--model", tiny_rgb, "--model-only"]).exit_code == 0
     header = unpack((tmp_path / "p.vz").read_bytes())[0]
     assert header.images[0].coding == (0 if kind == "duplicate" else 1)      # indices or colours
     (tmp_path / "p.png").unlink()
@@ -77,7 +78,7 @@ def test_16_bit_pngs_come_back_16_bit(tiny_rgb, tmp_path, channels):
     import imagecodecs
     (tmp_path / "d.png").write_bytes(deep_png(channels))
     runner = CliRunner()
-    assert runner.invoke(main, ["compress", str(tmp_path / "d.png"), "--model", tiny_rgb]).exit_code == 0
+    assert runner.invoke(main, ["compress", str(tmp_path / "d.png"), "--model", tiny_rgb, "--model-only"]).exit_code == 0
     (tmp_path / "d.png").unlink()
     assert runner.invoke(main, ["decompress", str(tmp_path / "d.vz"), "--model", tiny_rgb]).exit_code == 0
     back = imagecodecs.png_decode((tmp_path / "d.png").read_bytes())
@@ -86,8 +87,8 @@ def test_16_bit_pngs_come_back_16_bit(tiny_rgb, tmp_path, channels):
 
 def test_16_bit_scaled_from_8_bit_costs_about_what_8_bit_does():
     arr = smooth_image(48, 48, 3, seed=1)
-    eight = len(vaezip.compress(arr, "photo"))
-    sixteen = len(vaezip.compress(arr.astype(np.uint16) * 257, "photo"))
+    eight = len(vaezip.compress(arr, "photo", classical=False))
+    sixteen = len(vaezip.compress(arr.astype(np.uint16) * 257, "photo", classical=False))
     assert sixteen < eight * 1.02 + 100                # the low bytes (equal to the high ones) cost next to nothing
 
 
@@ -128,7 +129,7 @@ def test_metadata_travels_and_strip_drops_it(tiny_rgb, tmp_path):
 def test_pillow_plugin_open_save_and_seek(tiny_rgb, tmp_path, monkeypatch):
     monkeypatch.setenv("VAEZIP_MODELS", str(Path(tiny_rgb).parent))        # the model by name, as files record it
     frames = [Image.fromarray(smooth_image(10, 8, 3, seed=i)) for i in range(3)]
-    frames[0].save(tmp_path / "one.vz", model=tiny_rgb)
+    frames[0].save(tmp_path / "one.vz", model=tiny_rgb, classical=False)
     with Image.open(tmp_path / "one.vz") as im:
         assert im.format == "VZ" and im.size == (8, 10) and im.mode == "RGB" and im.n_frames == 1
         assert np.array_equal(np.asarray(im), np.asarray(frames[0]))
