@@ -68,8 +68,11 @@ def training_history(info: dict, config: Config) -> list[str]:
         aware = "" if quantized is None else (", quantization-aware throughout" if quantized == 0 else
                                               f", quantization-aware from step {quantized}")
         grown = i and (blocks, coarse) != (runs[i - 1].get("stage_blocks"), runs[i - 1].get("coarse_levels"))
-        lines.append(f"{run.get('steps')} steps of batch {run.get('batch')}{crops}, Adam lr {run.get('lr')} "
-                     f"(cosine){aware}, seed {run.get('seed')}, {run.get('wall_seconds', 0) / 60:.0f} min, "
+        m = run.get("samples", 1)
+        objective = "the ELBO" if m == 1 else f"the IWAE bound with M = {m} samples"
+        minutes = run.get("wall_seconds", 0) / 60
+        lines.append(f"{run.get('steps')} steps of batch {run.get('batch')}{crops} on {objective}, Adam lr "
+                     f"{run.get('lr')} (cosine){aware}, seed {run.get('seed')}, {minutes:.0f} min, "
                      f"{'grown to' if grown else 'with'} {arch} ({run.get('parameters', 0):,} parameters); "
                      f"validation -ELBO {run.get('validation_bpd')}")
     return lines

@@ -38,7 +38,7 @@ def compress(images, model: str | None = None, *, names: Sequence[str] | None = 
 
     ``images``: PIL images or uint8/uint16 NumPy arrays (H x W or H x W x C). ``model``: a shipped model name or a
     .safetensors path; by default the shipped model that codes these images shortest. ``names``: file names stored
-    in an archive (default ``image0.png``, ...). ``particles``: importance samples per tile (Monte Carlo bits back:
+    in an archive (default: none stored; decoders call the images ``image0.png``, ...). ``particles``: importance samples per tile (Monte Carlo bits back:
     closer to the IWAE bound, that many times slower). ``classical``: code an image by JPEG XL or PNG, or store it,
     when that is shorter than the model. ``strip``: drop EXIF, XMP, text, dpi and gamma.
     """
@@ -46,10 +46,10 @@ def compress(images, model: str | None = None, *, names: Sequence[str] | None = 
     from .container import CodingParams
     archive = isinstance(images, (list, tuple))
     items = list(images) if archive else [images]
-    names = list(names) if names is not None else [f"image{i}.png" for i in range(len(items))]
+    names = list(names) if names is not None else [""] * len(items)
     if len(names) != len(items):
         raise ValueError(f"{len(items)} images but {len(names)} names")
-    pictures = [picture(im, n) for im, n in zip(items, names)]
+    pictures = [picture(im, n or f"image {i}") for i, (im, n) in enumerate(zip(items, names))]
     if strip:
         pictures = [p.stripped() for p in pictures]
     params = CodingParams(tile=tile, batch=batch, particles=particles)

@@ -107,8 +107,9 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[tuple[str, str]]:
 def output_names(names: list[str]) -> list[str]:
     """Unique PNG file names for the images of an archive (compared case-insensitively).
 
-    A PNG keeps its name; another image becomes STEM.png unless another image wants that name, then NAME.png
+    An image stored without a name is called ``image<i>.png`` (i counts from 0); a PNG keeps its name; another image becomes STEM.png unless another image wants that name, then NAME.png
     (``x.bmp`` -> ``x.bmp.png``); an image whose name is still taken gets a number (``x-2.png``)."""
+    names = [n or f"image{i}.png" for i, n in enumerate(names)]
     is_png = [n.lower().endswith(".png") for n in names]
     stems = [Path(n).stem + ".png" for n in names]
     claims = Counter(s.lower() for s, png in zip(stems, is_png) if not png)
@@ -266,8 +267,8 @@ def info(input):
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", default="photo", show_default=True)
-@click.option("-k", "samples", type=click.IntRange(1, 10000), default=1, show_default=True,
-              help="Importance samples for the IWAE estimate.")
+@click.option("-k", "samples", type=click.IntRange(1, 10000), multiple=True, default=[1], show_default=True,
+              help="Importance samples for the IWAE estimate; repeat for several (-k 1 -k 4 -k 16).")
 @click.option("--tile", type=click.IntRange(8, 4096), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--calibrated", is_flag=True, help="With the coder's per-tile scale offsets, their cost included.")
@@ -283,11 +284,12 @@ def bound(images, model, samples, tile, seed, calibrated):
     pics = [read_image(read_input(p), p) for p, _ in expand_inputs(images)]
     require_channels(vae, name, pics)
     planes = [color for p in pics for color, _ in split(p, coding_of(p))]
-    b = image_bounds(vae, planes, samples, tile, seed=seed, calibrate=calibrated)
-    e, e_se = summary(b.elbo_bits, b.subpixels)
-    i, i_se = summary(b.iwae_bits, b.subpixels)
-    click.echo(f"{len(planes)} image layer(s), model {name}{', calibrated' if calibrated else ''}: -ELBO {e:.4f} ± "
-               f"{e_se:.4f}, IWAE (k={samples}) {i:.4f} ± {i_se:.4f} bits/subpixel (colour planes)")
+    for k in samples:
+        b = image_bounds(vae, planes, k, tile, seed=seed, calibrate=calibrated)
+        e, e_se = summary(b.elbo_bits, b.subpixels)
+        i, i_se = summary(b.iwae_bits, b.subpixels)
+        click.echo(f"{len(planes)} image layer(s), model {name}{', calibrated' if calibrated else ''}: -ELBO "
+                   f"{e:.4f} ± {e_se:.4f}, IWAE (k={k}) {i:.4f} ± {i_se:.4f} bits/subpixel (colour planes)")
 
 
 @main.command()

@@ -1,10 +1,11 @@
 """The coding of a file's images, described once, in decoding order; encoding is derived from the same description.
 
-A file is one rANS message. Decoding pops, batch by batch from the last one coded, each batch of colour tiles with
-bits-back ANS (pop z with the uniform prior, pop every stage of x with q(x|z), push z back with p(z|x)), then the
-alpha planes. Within a batch, stage by stage and channel by channel, it pops the tiles' scale-offset indices and
-then the pixels (``TileCoder.stages``). The first batch coded has no bits to take back yet: it is coded both with
-bits back and with z fixed at the prior median, and the shorter is kept (a ``Choice``).
+A file's model-coded images are one rANS message. Decoding pops, batch by batch from the last one coded, each batch
+of colour tiles with bits-back ANS (pop z with the uniform prior, pop every stage of x with q(x|z), push z back with
+p(z|x)) or, with N particles, Monte Carlo bits back (``codecs.BBIS``), then the alpha planes. Within a batch, stage
+by stage and channel by channel, it pops the tiles' scale-offset indices and then the pixels (``TileCoder.stages``).
+The first batch coded has no bits to take back yet: it is coded both with bits back and with z fixed at the prior
+median, and the shorter is kept (a ``Choice``).
 
 Every number the codecs use comes from the integer networks (``intnet``) and integer tables, so the decoder
 reproduces the encoder's frequencies on any machine.
@@ -45,6 +46,11 @@ class TileCoder:
         s = self.model.config.stride
         return x_shape[0], self.model.config.latent, x_shape[2] // s, x_shape[3] // s
 
+    def _features(self, z: np.ndarray, x_shape: tuple[int, ...]) -> list[torch.Tensor]:
+        """The model's features of latent buckets ``z`` (their centres) for a batch of pixels of ``x_shape``."""
+        z_values = self.latent.centres(z).reshape(self._latent_shape(x_shape))
+        return self.model.features(torch.from_numpy(z_values.astype(np.float32)).to(self.device))
+
     def batch(self, x_shape: tuple[int, ...], real: np.ndarray, first: bool):
         """The codec of one batch of pixels of ``x_shape`` (B, C, ph, pw) whose real pixels are ``real``: bits-back
         ANS, or Monte Carlo bits back with importance sampling when ``particles`` > 1."""
@@ -72,8 +78,7 @@ class TileCoder:
         encoding = x is not None
         if not encoding:
             x = np.full(x_shape, PAD, np.uint8)
-        z_values = self.latent.centres(z).reshape(self._latent_shape(x_shape))
-        feats = self.model.features(torch.from_numpy(z_values.astype(np.float32)).to(self.device))
+        feats = self._features(z, x_shape)
         offsets = codecs.Categorical(SCALE_CDF, x_shape[0])
         for t in range(self.model.num_stages):
             stride, (oy, ox) = self.model.stage_grid(t)
@@ -95,8 +100,7 @@ class TileCoder:
         posterior = self.posterior(x)
         out = []
         for z in zs:
-            z_values = self.latent.centres(z).reshape(self._latent_shape(x.shape))
-            feats = self.model.features(torch.from_numpy(z_values.astype(np.float32)).to(self.device))
+            feats = self._features(z, x.shape)
             total = -codecs.log2_probability(posterior, z, len(x))
             for t in range(self.model.num_stages):
                 stride, (oy, ox) = self.model.stage_grid(t)

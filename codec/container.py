@@ -250,7 +250,7 @@ def _parse_records(r: _Reader, count: int, archive: bool, file_size: int) -> lis
     codes = {m.code: name for name, m in MODES.items()}
     for _ in range(count):
         name = r.text(LIMITS["name"], "image name") if archive else ""
-        if archive and not safe_name(name):
+        if name and not safe_name(name):
             raise FormatError(f"corrupt .vz file: unsafe image name {name!r}")
         mode, coding = codes.get(r.take(1)[0]), r.take(1)[0]
         if mode is None:

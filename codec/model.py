@@ -258,7 +258,8 @@ class VAE(nn.Module):
         b, _, h, w = out.shape
         out = out.view(b, c.mixtures, 3 * c.channels + c.coefficients, h, w)
         ch = c.channels
-        logits, means, log_scales, coef = out[:, :, :ch], out[:, :, ch:2 * ch], out[:, :, 2 * ch:3 * ch], out[:, :, 3 * ch:]
+        logits, means, log_scales, coef = (out[:, :, :ch], out[:, :, ch:2 * ch], out[:, :, 2 * ch:3 * ch],
+                                           out[:, :, 3 * ch:])
         if self.mode == "float":
             return Mixture(logits.clamp(-LOGIT_MAX, LOGIT_MAX), means, log_scales.clamp(*LOG_SCALE_RANGE),
                            torch.tanh(coef))

@@ -64,11 +64,7 @@ def _save(im: Image.Image, fp, filename, save_all: bool = False) -> None:
         frames = [frame.copy() for frame in _frames(im)] + list(im.encoderinfo.get("append_images", []))
     options = {k: im.encoderinfo[k] for k in ("model", "tile", "batch", "particles", "classical", "strip")
                if k in im.encoderinfo}
-    if len(frames) == 1:
-        data = compress(frames[0], **options)
-    else:
-        data = compress(frames, names=[f"frame{i}.png" for i in range(len(frames))], **options)
-    fp.write(data)
+    fp.write(compress(frames[0] if len(frames) == 1 else frames, **options))
 
 
 def _frames(im: Image.Image):

@@ -2,9 +2,9 @@
 
 Tiles are ``tile`` x ``tile`` crops in row-major order; edge tiles are smaller. Every tile is padded up to a
 multiple of the model's grid with a constant value; padding is never coded, so it costs nothing but context.
-Batches hold tiles of one shape: channels and padded size. The very first batches grow 1, 1, 2, 2, 4, 4, ... tiles: the first
-batch's posterior pops have nothing to take bits back from, and each later batch then finds about as many bits
-in the message as its own pops need, even for a latent whose posterior carries as many bits as its tile.
+Batches hold tiles of one shape: channels and padded size. The very first batches grow 1, 1, 2, 2, 4, 4, ... tiles:
+the first batch's posterior pops have nothing to take bits back from, and each later batch then finds about as many
+bits in the message as its own pops need, even for a latent whose posterior carries as many bits as its tile.
 """
 from __future__ import annotations
 

@@ -119,14 +119,15 @@ def grow(model: VAE, start: VAE, name: str) -> None:
 
 def _objective(model: VAE, x: torch.Tensor, samples: int, beta: float) -> tuple[torch.Tensor, float]:
     """The training objective in nats per image, averaged over the batch (the ELBO with its KL weighted by
-    ``beta``, or the IWAE bound with ``samples`` > 1), and the mean KL or its sampled estimate."""
+    ``beta``, or the IWAE bound with ``samples`` > 1), and the mean KL(p(z|x) || q(z)) for the progress bar."""
     if samples == 1:
         nll, kl = model.elbo_terms(x)
         return (nll + beta * kl).mean(), kl.mean().item()
     log_w = model.log_weights(x, samples, beta)
     bound = -(torch.logsumexp(log_w, 0) - math.log(samples))
-    mean, log_std = model.posterior(x)
-    kl = 0.5 * (mean ** 2 + (2 * log_std).exp() - 1 - 2 * log_std).flatten(1).sum(1)
+    with torch.no_grad():
+        mean, log_std = model.posterior(x)
+        kl = 0.5 * (mean ** 2 + (2 * log_std).exp() - 1 - 2 * log_std).flatten(1).sum(1)
     return bound.mean(), kl.mean().item()
 
 

@@ -1,4 +1,5 @@
-"""Archives that always decode: any mix of modes and sizes, unique safe names, hostile headers, all-or-nothing output."""
+"""Archives that always decode: any mix of modes and sizes, unique safe names, hostile headers, all or nothing
+written."""
 from __future__ import annotations
 
 import io
@@ -83,6 +84,22 @@ def test_output_names_are_unique_and_keep_what_they_can():
     assert output_names(["x.png", "x.bmp", "y.bmp", "x.png", "X.PNG", "z.tif"]) == \
         ["x.png", "x.bmp.png", "y.png", "x-2.png", "X-3.png", "z.png"]
     assert output_names(["a.bmp", "a.tif", "a.bmp.png"]) == ["a.bmp.png", "a.tif.png", "a.bmp-2.png"]
+    assert output_names(["", "image0.png", ""]) == ["image0.png", "image0-2.png", "image2.png"]
+
+
+def test_archive_without_names(tiny_rgb, tmp_path):
+    """The API stores no names by default (each costs bytes in an archive of small images); the CLI numbers them."""
+    import vaezip
+    images = [smooth_image(9, 7, 3, seed=s) for s in range(3)]
+    data = vaezip.compress(images, tiny_rgb, classical=False)
+    named = vaezip.compress(images, tiny_rgb, names=["first.png", "second.png", "third.png"], classical=False)
+    assert [r.name for r in unpack(data)[0].images] == ["", "", ""] and len(data) < len(named)
+    (tmp_path / "set.vz").write_bytes(data)
+    res = CliRunner().invoke(main, ["decompress", str(tmp_path / "set.vz"), "-o", str(tmp_path / "out"),
+                                    "--model", tiny_rgb])
+    assert res.exit_code == 0, res.output
+    for i, im in enumerate(images):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"image{i}.png")), im)
 
 
 def hostile(vz: bytes, **changes) -> bytes:

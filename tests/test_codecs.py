@@ -454,6 +454,24 @@ class ToyModel:
         return np.clip(np.round(mean + noise), 0, 255).astype(np.int64)
 
 
+def coded_rate(codec, data, warmup, lanes):
+    """Push every batch of ``data``; bits per data point after the first ``warmup`` batches, and the message."""
+    msg = Message(lanes)
+    for x in data[:warmup]:
+        codec.push(msg, x)
+    start_bits = msg.num_bits()
+    for x in data[warmup:]:
+        codec.push(msg, x)
+    return (msg.num_bits() - start_bits) / sum(x.size // ToyModel.pixels for x in data[warmup:]), msg
+
+
+def assert_decodes(codec, msg, data, lanes):
+    decoded = Message.from_bytes(msg.to_bytes(), lanes)
+    for x in reversed(data):
+        assert np.array_equal(codec.pop(decoded), x)
+    decoded.check_initial()
+
+
 def test_bits_back_round_trip_and_rate():
     """The coded rate after warm-up is within 1 % of the -ELBO; decoding restores data and initial state."""
     model = ToyModel()
@@ -461,19 +479,10 @@ def test_bits_back_round_trip_and_rate():
     batch, warmup, batches, lanes = 250, 4, 80, 32
     data = [model.sample(rng, batch).ravel() for _ in range(warmup + batches)]
     bb = C.BBANS(model.posterior, model.likelihood, model.latent.prior(batch))
-    msg = Message(lanes)
-    for x in data[:warmup]:
-        bb.push(msg, x)
-    start_bits = msg.num_bits()
-    for x in data[warmup:]:
-        bb.push(msg, x)
-    rate = (msg.num_bits() - start_bits) / (batch * batches)
+    rate, msg = coded_rate(bb, data, warmup, lanes)
     elbo = float(np.mean(np.concatenate([model.neg_elbo(x) for x in data[warmup:]])))
     assert abs(rate - elbo) / elbo < 0.01
-    decoded = Message.from_bytes(msg.to_bytes(), lanes)
-    for x in reversed(data):
-        assert np.array_equal(bb.pop(decoded), x)
-    decoded.check_initial()
+    assert_decodes(bb, msg, data, lanes)
 
 
 # ---------------------------------------------------------------- corruption
@@ -544,21 +553,12 @@ def test_bbis_codes_at_the_iwae_bound_and_one_particle_is_bbans():
     data = [model.sample(rng, batch).ravel() for _ in range(warmup + batches)]
     prior = model.latent.prior(batch)
     bbis = C.BBIS(model.posterior, model.likelihood, prior, particles, batch, model.log_weights)
-    msg = Message(lanes)
-    for x in data[:warmup]:
-        bbis.push(msg, x)
-    start_bits = msg.num_bits()
-    for x in data[warmup:]:
-        bbis.push(msg, x)
-    rate = (msg.num_bits() - start_bits) / (batch * batches)
+    rate, msg = coded_rate(bbis, data, warmup, lanes)
     iwae = float(np.mean(np.concatenate([model.iwae(x, particles, 200, rng) for x in data[warmup:]])))
     elbo = float(np.mean(np.concatenate([model.neg_elbo(x) for x in data[warmup:]])))
     assert iwae < 0.9 * elbo                                     # a toy where importance sampling matters
     assert abs(rate - iwae) / iwae < 0.02
-    decoded = Message.from_bytes(msg.to_bytes(), lanes)
-    for x in reversed(data):
-        assert np.array_equal(bbis.pop(decoded), x)
-    decoded.check_initial()
+    assert_decodes(bbis, msg, data, lanes)
     one, plain = Message(lanes), Message(lanes)
     single = C.BBIS(model.posterior, model.likelihood, prior, 1, batch, model.log_weights)
     for x in data[:5]:

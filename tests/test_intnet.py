@@ -32,7 +32,8 @@ def test_integer_weights_keep_every_partial_sum_below_2_24(seed, cin, k, scale, 
     # and no coarser than it has to be: one more bit would break a limit (up to rounding slack)
     base = conv.weight.detach().double() * (in_scale[None, :, None, None] / out_scale[:, None, None, None]).double()
     finer = base * torch.exp2(shift.double() + 1)[:, None, None, None]
-    finer_load = (finer.abs() * bound).flatten(1).sum(1) + (conv.bias.double() / out_scale * torch.exp2(shift + 1)).abs()
+    finer_bias = conv.bias.detach().double() / out_scale * torch.exp2(shift + 1)
+    finer_load = (finer.abs() * bound).flatten(1).sum(1) + finer_bias.abs()
     slack = 0.5 * k * k * cin * bound + 0.5
     tight = (finer_load >= EXACT - 1 - slack) | (finer.abs().flatten(1).amax(1) > WEIGHT_MAX - 0.5) \
         | (shift >= SHIFT_RANGE[1])                              # negligible weights: the finest shift there is

@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Speed of vaezip beside cjxl/djxl (JPEG XL lossless, effort 7) in one run, on this machine.
+
+    python bench/speed.py [--runs 3] [--data PATH] [--out bench/results]
+
+Measures, as medians of ``--runs`` runs: one Kodak photo (768 x 512) through the command line (wall time, start-up
+included) against ``cjxl -d 0 -e 7`` and ``djxl``; a 32 x 32 image through the Python API with the model loaded;
+1000 CIFAR-10 test images as one archive (MB/s of raw pixels); and, with ``--large``, a 3840 x 3072 mosaic of Kodak
+photos through the command line, with peak memory. Every vaezip output is decoded and compared. Needs cjxl and djxl
+(Debian: ``apt-get install libjxl-tools``). Writes <out>/speed.md and .json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import vaezip
+from vaezip.data import kodak_paths, load_cifar10
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(cmd: list[str]) -> float:
+    """Wall seconds of a command."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr.decode()[-500:]}")
+    return time.perf_counter() - t0
+
+
+def median(fn, runs: int) -> float:
+    return statistics.median(fn() for _ in range(runs))
+
+
+def cli_pair(image: Path, tmp: Path, runs: int) -> dict:
+    """vaezip compress/decompress and cjxl/djxl wall times on one image file, exactness checked."""
+    vz, png, jxl, back = tmp / "x.vz", tmp / "x.png", tmp / "x.jxl", tmp / "back.png"
+    vaezip_cmd = [sys.executable, "-c", "from vaezip.cli import main; main()"]
+    out = {}
+    out["vaezip compress"] = median(lambda: timed(vaezip_cmd + ["compress", str(image), "-o", str(vz), "--force",
+                                                                "-q"]), runs)
+    out["vaezip decompress"] = median(lambda: timed(vaezip_cmd + ["decompress", str(vz), "-o", str(png), "--force",
+                                                                  "-q"]), runs)
+    out["cjxl -d 0 -e 7"] = median(lambda: timed(["cjxl", str(image), str(jxl), "-d", "0", "-e", "7",
+                                                   "--quiet"]), runs)
+    out["djxl"] = median(lambda: timed(["djxl", str(jxl), str(back), "--quiet"]), runs)
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(image)))
+    out["vaezip bits/subpixel"] = 8 * vz.stat().st_size / (3 * Image.open(image).width * Image.open(image).height)
+    out["JPEG XL bits/subpixel"] = 8 * jxl.stat().st_size / (3 * Image.open(image).width * Image.open(image).height)
+    return out
+
+
+def tiny_api(runs: int) -> dict:
+    """A 32 x 32 CIFAR-10 image through vaezip.compress / vaezip.decompress, model loaded: median milliseconds."""
+    arr = load_cifar10("test")[0].transpose(1, 2, 0).copy()
+    vaezip.decompress(vaezip.compress(arr, "cifar10"))           # load the model once
+    data = vaezip.compress(arr, "cifar10")
+    enc = median(lambda: _seconds(lambda: vaezip.compress(arr, "cifar10")), max(runs, 5))
+    dec = median(lambda: _seconds(lambda: vaezip.decompress(data, arrays=True)), max(runs, 5))
+    assert np.array_equal(vaezip.decompress(data, arrays=True)[0], arr)
+    return {"compress ms": 1000 * enc, "decompress ms": 1000 * dec}
+
+
+def cifar_archive(runs: int) -> dict:
+    images = list(load_cifar10("test")[:1000].transpose(0, 2, 3, 1))
+    raw_mb = sum(x.size for x in images) / 1e6
+    data = vaezip.compress(images, "cifar10")
+    enc = median(lambda: _seconds(lambda: vaezip.compress(images, "cifar10")), runs)
+    dec = median(lambda: _seconds(lambda: vaezip.decompress(data, arrays=True)), runs)
+    assert all(np.array_equal(a, b) for a, b in zip(vaezip.decompress(data, arrays=True), images))
+    return {"compress MB/s": raw_mb / enc, "decompress MB/s": raw_mb / dec,
+            "bits/subpixel": 8 * len(data) / raw_mb / 1e6}
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def mosaic(data: Path | None, path: Path) -> None:
+    """3840 x 3072 (11.8 MP): Kodak photos tiled 5 x 6 in their landscape orientation."""
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in kodak_paths(data)]
+    photos = [p if p.shape[0] == 512 else p.transpose(1, 0, 2) for p in photos]
+    rows = [np.concatenate(photos[r * 5:(r + 1) * 5], axis=1) for r in range(6)]
+    Image.fromarray(np.concatenate(rows, axis=0)[:3072, :3840]).save(path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--data", type=Path, default=None)
+    p.add_argument("--large", action="store_true", help="also the 11.8 MP mosaic (minutes)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    a = p.parse_args()
+    if not (shutil.which("cjxl") and shutil.which("djxl")):
+        sys.exit("cjxl and djxl are needed (apt-get install libjxl-tools)")
+    report = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count(),
+              "runs": a.runs}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        report["kodak"] = cli_pair(kodak_paths(a.data)[4], tmp, a.runs)
+        if a.large:
+            mosaic(a.data, tmp / "mosaic.png")
+            report["mosaic"] = cli_pair(tmp / "mosaic.png", tmp, 1)
+    report["tiny"] = tiny_api(a.runs)
+    report["cifar"] = cifar_archive(a.runs)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "speed.json").write_text(json.dumps(report, indent=1) + "\n")
+    lines = ["# vaezip speed", "", f"Generated by `python bench/speed.py{' --large' if a.large else ''}` on "
+             f"{report['date']}, {report['cores']} cores; medians of {a.runs} runs.", ""]
+    for key, title in (("kodak", "kodim05 (768 x 512), command line wall time, seconds"),
+                       ("mosaic", "3840 x 3072 mosaic, command line wall time, seconds (one run)"),
+                       ("tiny", "32 x 32 image, Python API, model loaded"),
+                       ("cifar", "1000 CIFAR-10 test images as one archive, Python API")):
+        if key in report:
+            lines += [f"## {title}", "", "| measure | value |", "| --- | ---: |"]
+            lines += [f"| {k} | {v:.3f} |" for k, v in report[key].items()] + [""]
+    (a.out / "speed.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
