@@ -31,6 +31,7 @@ class TileCoder:
     def __init__(self, model: VAE, params: CodingParams, device: str = "cpu"):
         self.model, self.params, self.device = model, params, torch.device(device)
         self.latent = codecs.GaussianLatent(params.latent_bits)
+        self.tile_bits: np.ndarray | None = None
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         """Pixels as the model sees them: coded planes, replicated to 3 channels for grayscale through RGB."""
@@ -51,30 +52,38 @@ class TileCoder:
         z_values = self.latent.centres(z).reshape(self._latent_shape(x_shape))
         return self.model.features(torch.from_numpy(z_values.astype(np.float32)).to(self.device))
 
-    def batch(self, x_shape: tuple[int, ...], real: np.ndarray, first: bool):
-        """The codec of one batch of pixels of ``x_shape`` (B, C, ph, pw) whose real pixels are ``real``: bits-back
-        ANS, or Monte Carlo bits back with importance sampling when ``particles`` > 1."""
+    def batch(self, x_shape: tuple[int, ...], real: np.ndarray, index: int, measure: bool = False):
+        """The codec of the ``index``-th batch coded, of pixels of ``x_shape`` (B, C, ph, pw) whose real pixels are
+        ``real``: bits-back ANS, or Monte Carlo bits back with importance sampling when ``particles`` N > 1. The
+        first 2N batches (single tiles) use one particle: N particles pop N latents per tile before anything is
+        pushed back, more bits than a nearly empty message holds, and bits popped from nothing are never returned.
+        ``measure``: encoding leaves the information content of each tile's pixels in ``tile_bits``."""
         n = int(np.prod(self._latent_shape(x_shape)))
-        likelihood = lambda z: self.likelihood(z, x_shape, real)
-        if self.params.particles == 1:
+        likelihood = lambda z: self.likelihood(z, x_shape, real, measure)
+        particles = self.params.particles if index >= 2 * self.params.particles else 1
+        if particles == 1:
             bits_back = codecs.BBANS(self.posterior, likelihood, self.latent.prior(n))
         else:
-            bits_back = codecs.BBIS(self.posterior, likelihood, self.latent.prior(n), self.params.particles,
-                                    x_shape[0], lambda x, zs: self.log_weights(x, zs, real))
-        if not first:
+            bits_back = codecs.BBIS(self.posterior, likelihood, self.latent.prior(n), particles, x_shape[0],
+                                    lambda x, zs: self.log_weights(x, zs, real))
+        if index:
             return bits_back
         median = np.full(n, 1 << (self.params.latent_bits - 1), np.int64)
         return codecs.Choice([bits_back, self.likelihood(median, x_shape, real)])
 
-    def likelihood(self, z: np.ndarray, x_shape: tuple[int, ...], real: np.ndarray) -> codecs.Sequence:
+    def likelihood(self, z: np.ndarray, x_shape: tuple[int, ...], real: np.ndarray,
+                   measure: bool = False) -> codecs.Sequence:
         """q(x|z) for latent buckets ``z``: every stage of the batch, as one codec."""
-        return codecs.Sequence(lambda x: self.stages(z, x_shape, real, x))
+        return codecs.Sequence(lambda x: self.stages(z, x_shape, real, x, measure))
 
-    def stages(self, z: np.ndarray, x_shape: tuple[int, ...], real: np.ndarray, x: np.ndarray | None):
+    def stages(self, z: np.ndarray, x_shape: tuple[int, ...], real: np.ndarray, x: np.ndarray | None,
+               measure: bool = False):
         """The description of q(x|z): per stage and channel, the tiles' scale-offset indices, then the pixels.
 
         Encoding passes the pixels ``x`` and picks the offsets; decoding passes None and fills x in as it goes.
+        With ``measure``, encoding sets ``tile_bits``: -log2 q(x|z) of each tile's pixels.
         """
+        info = np.zeros(x_shape[0], np.int64)
         encoding = x is not None
         if not encoding:
             x = np.full(x_shape, PAD, np.uint8)
@@ -90,8 +99,12 @@ class TileCoder:
             levels = _levels(mix)
             for c in range(x_shape[1]):
                 pick = yield offsets, (picks[:, c] if encoding else None)
-                plane = xs[:, c]
-                plane[ms] = yield self._pixels(levels, xs, ms, c, pick), (plane[ms] if encoding else None)
+                plane, pixels = xs[:, c], self._pixels(levels, xs, ms, c, pick)
+                if measure and encoding:
+                    info -= codecs.log2_probability(pixels, plane[ms], len(x), np.nonzero(ms)[0])
+                plane[ms] = yield pixels, (plane[ms] if encoding else None)
+        if measure:
+            self.tile_bits = info / (1 << codecs.LOG_FRAC)
         return x
 
     def log_weights(self, x: np.ndarray, zs: list[np.ndarray], real: np.ndarray) -> np.ndarray:
@@ -144,12 +157,14 @@ class Archive:
 
     def image_bits(self) -> np.ndarray:
         """After a push: the bits each image's colour tiles added to the message, a batch's bits shared out by its
-        tiles' pixels (alpha planes not counted)."""
+        tiles' information content when they belong to several images (alpha planes not counted)."""
         bits = np.zeros(self.records)
         for batch, codec in self._counted:
-            pixels = sum(t.h * t.w for t in batch)
-            for t in batch:
-                bits[self.layers[t.image][0]] += codec.bits * t.h * t.w / pixels
+            if codec.tile_bits is None:                 # every tile of one image
+                bits[self.layers[batch[0].image][0]] += codec.bits
+                continue
+            for t, share in zip(batch, codec.tile_bits / codec.tile_bits.sum()):
+                bits[self.layers[t.image][0]] += codec.bits * share
         return bits
 
     def codec(self) -> codecs.Sequence:
@@ -163,8 +178,9 @@ class Archive:
         for i in range(len(self.batches) - 1, -1, -1):
             batch = self.batches[i]
             x = gather(colors, batch) if encoding else None
-            codec = _Counted(self.coder.batch(shape(batch), mask(batch), first=i == 0),
-                             sum(t.h * t.w for t in batch), self.progress)
+            measure = encoding and len({self.layers[t.image][0] for t in batch}) > 1
+            codec = _Counted(self.coder.batch(shape(batch), mask(batch), i, measure), sum(t.h * t.w for t in batch),
+                             self.progress, self.coder if measure else None)
             self._counted.append((batch, codec))
             x = yield codec, x
             if not encoding:
@@ -183,16 +199,19 @@ class Archive:
 
 
 class _Counted:
-    """A codec that reports ``pixels`` to a progress bar after each push or pop, and counts the bits a push adds."""
+    """A codec that reports ``pixels`` to a progress bar after each push or pop, and counts the bits a push adds
+    (and, given the ``coder`` that measures them, its tiles' information content, ``tile_bits``)."""
 
-    def __init__(self, codec, pixels: int, progress):
-        self.codec, self.pixels, self.progress = codec, pixels, progress
-        self.bits = 0
+    def __init__(self, codec, pixels: int, progress, coder: TileCoder | None = None):
+        self.codec, self.pixels, self.progress, self.coder = codec, pixels, progress, coder
+        self.bits, self.tile_bits = 0, None
 
     def push(self, msg, data):
         before = msg.num_bits()
         self.codec.push(msg, data)
         self.bits = msg.num_bits() - before
+        if self.coder is not None:
+            self.tile_bits = self.coder.tile_bits
         self._tick()
 
     def pop(self, msg):

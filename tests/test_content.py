@@ -63,3 +63,19 @@ def test_photos_stay_with_the_model():
     from vaezip.weights import ASSETS
     pic = read_image((ASSETS / "reference" / "photo-crop.png").read_bytes())
     assert CODINGS[unpack(vaezip.compress(pic, "photo"))[0].images[0].coding] == "model"
+
+
+def test_archive_charges_each_image_its_own_bits(tiny_rgb):
+    """Tiles of two images in one batch: each image is charged its tiles' information content, not a pixel share,
+    so the archive's choice of coding per image sees what the model really spends on it."""
+    from vaezip.compressor import encode
+    from vaezip.container import CodingParams
+    from vaezip.image import Picture
+    flat = np.full((3, 16, 16), 128, np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (3, 16, 16), dtype=np.uint8)
+    pictures = [Picture("RGB", x) for x in (flat, flat, flat, noise)]      # batches: [0], [1], [2, 3]
+    data, bits = encode(pictures, [""] * 4, [0] * 4, tiny_rgb, CodingParams(), archive=True)
+    alone = [encode([p], [""], [0], tiny_rgb, CodingParams())[1][0] for p in pictures[2:]]
+    assert alone[1] - alone[0] > 50                                   # even an untrained model sees the noise
+    assert np.abs(bits[2:] - alone).max() < (alone[1] - alone[0]) / 4  # a pixel share would be off by half of it
+    assert bits.sum() == pytest.approx(8 * len(unpack(data)[1]), rel=0.02)
