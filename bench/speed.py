@@ -6,7 +6,7 @@
 Measures, as medians of ``--runs`` runs: one Kodak photo (768 x 512) through the command line (wall time, start-up
 included) against ``cjxl -d 0 -e 7`` and ``djxl``; a 32 x 32 image through the Python API with the model loaded;
 1000 CIFAR-10 test images as one archive (MB/s of raw pixels); and, with ``--large``, a 3840 x 3072 mosaic of Kodak
-photos through the command line, with peak memory. Every vaezip output is decoded and compared. Needs cjxl and djxl
+photos through the command line. Every vaezip output is decoded and compared. Needs cjxl and djxl
 (Debian: ``apt-get install libjxl-tools``). Writes <out>/speed.md and .json.
 """
 from __future__ import annotations
