@@ -25,6 +25,7 @@ from vaezip.compressor import decompress, encode
 from vaezip.container import CodingParams, unpack
 from vaezip.data import load_cifar10, load_mnist
 from vaezip.image import Picture
+from vaezip.model import kl_to_prior
 from vaezip.weights import load_model, model_info, resolve
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -33,8 +34,7 @@ COUNTS = (1, 2, 4, 8, 16, 64)
 
 def kl_per_dim(model, images: np.ndarray) -> float:
     with torch.no_grad():
-        mean, log_std = model.posterior(torch.from_numpy(images))
-        kl = 0.5 * (mean ** 2 + (2 * log_std).exp() - 1 - 2 * log_std)
+        kl = kl_to_prior(*model.posterior(torch.from_numpy(images)))
     return float(kl.sum() / images.size / math.log(2))
 
 

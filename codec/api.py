@@ -38,9 +38,10 @@ def compress(images, model: str | None = None, *, names: Sequence[str] | None = 
 
     ``images``: PIL images or uint8/uint16 NumPy arrays (H x W or H x W x C). ``model``: a shipped model name or a
     .safetensors path; by default the shipped model that codes these images shortest. ``names``: file names stored
-    in an archive (default: none stored; decoders call the images ``image0.png``, ...). ``particles``: importance samples per tile (Monte Carlo bits back:
-    closer to the IWAE bound, that many times slower). ``classical``: code an image by JPEG XL or PNG, or store it,
-    when that is shorter than the model. ``strip``: drop EXIF, XMP, text, dpi and gamma.
+    in an archive (default: none stored; decoders call the images ``image0.png``, ...). ``particles``: importance
+    samples per tile (Monte Carlo bits back: closer to the IWAE bound, that many times slower). ``classical``: code
+    an image by JPEG XL or PNG, or store it, when that is shorter than the model. ``strip``: drop EXIF, XMP, text,
+    dpi and gamma.
     """
     from .compressor import compress as encode
     from .container import CodingParams

@@ -39,8 +39,9 @@ def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = C
         xt = torch.from_numpy(np.repeat(x, channels // coded, axis=1)).to(device)
         mt = torch.from_numpy(mask(group)).to(device)
         with torch.no_grad():
-            log_w = torch.cat([model.log_weights(xt, 1, mask=mt, channels=coded, calibrate=calibrate, generator=gen)
-                               for _ in range(k)]).double().cpu()            # (k, B) nats
+            posterior = model.posterior(xt)
+            log_w = torch.cat([model.log_weights(xt, 1, mask=mt, channels=coded, calibrate=calibrate, generator=gen,
+                                                 posterior=posterior) for _ in range(k)]).double().cpu()  # (k, B) nats
         tile_elbo = -log_w.mean(0).numpy() / math.log(2)
         tile_iwae = -(torch.logsumexp(log_w, 0) - math.log(k)).numpy() / math.log(2)
         for j, t in enumerate(group):

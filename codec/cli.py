@@ -107,8 +107,9 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[tuple[str, str]]:
 def output_names(names: list[str]) -> list[str]:
     """Unique PNG file names for the images of an archive (compared case-insensitively).
 
-    An image stored without a name is called ``image<i>.png`` (i counts from 0); a PNG keeps its name; another image becomes STEM.png unless another image wants that name, then NAME.png
-    (``x.bmp`` -> ``x.bmp.png``); an image whose name is still taken gets a number (``x-2.png``)."""
+    An image stored without a name is called ``image<i>.png`` (i counts from 0); a PNG keeps its name; another image
+    becomes STEM.png unless another image wants that name, then NAME.png (``x.bmp`` -> ``x.bmp.png``); an image whose
+    name is still taken gets a number (``x-2.png``)."""
     names = [n or f"image{i}.png" for i, n in enumerate(names)]
     is_png = [n.lower().endswith(".png") for n in names]
     stems = [Path(n).stem + ".png" for n in names]

@@ -107,8 +107,8 @@ def cheaper_coding(pic: Picture, model_bytes: float) -> int | None:
     """STORED, JPEG_XL or PNG if that codes the picture in fewer bytes than ``model_bytes``, else None.
 
     The classical coders run (JPEG XL at full effort; PNG, whose deflate only wins on flat content, below FLAT bits
-    per subpixel) only when a quick JPEG XL probe comes within PROMISING of the model: on photos the model wins by
-    more."""
+    per subpixel) only when a quick JPEG XL probe comes within PROMISING of the model: where the model is far ahead
+    (digits, CIFAR-10 images) they would only cost time."""
     sizes = {None: model_bytes, STORED: len(pic.pixel_bytes())}
     probe = len(classical.jpeg_xl(pic, classical.PROBE_EFFORT if pic.subpixels > SMALL else 1))
     if probe < PROMISING * model_bytes:

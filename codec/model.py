@@ -300,20 +300,25 @@ class VAE(nn.Module):
         """(-log q(x|z), KL(p(z|x) || N(0, I))) in nats per image."""
         mean, log_std = self.posterior(x)
         z = mean + torch.randn_like(mean) * log_std.exp() if sample else mean
-        kl = 0.5 * (mean ** 2 + (2 * log_std).exp() - 1 - 2 * log_std).flatten(1).sum(1)
-        return -self.log_likelihood(x, z), kl
+        return -self.log_likelihood(x, z), kl_to_prior(mean, log_std)
 
     def log_weights(self, x: torch.Tensor, samples: int, beta: float = 1.0, mask: torch.Tensor | None = None,
-                    channels: int | None = None, calibrate: bool = False,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    channels: int | None = None, calibrate: bool = False, generator: torch.Generator | None = None,
+                    posterior: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Importance weights log q(x|z_i) + beta (log q(z_i) - log p(z_i|x)) in nats, (samples, B), for z_i drawn
-        from the posterior; -log mean exp over the samples is the IWAE bound (with beta = 1)."""
-        mean, log_std = self.posterior(x)
+        from the posterior; -log mean exp over the samples is the IWAE bound (with beta = 1). ``posterior``: p(z|x)'s
+        (mean, log std) when the caller has them already."""
+        mean, log_std = posterior if posterior is not None else self.posterior(x)
         z = mean + torch.randn((samples, *mean.shape), generator=generator).to(mean) * log_std.exp()
         repeat = lambda t: None if t is None else t.expand(samples, *t.shape).flatten(0, 1)
         log_lik = self.log_likelihood(repeat(x), z.flatten(0, 1), repeat(mask), channels, calibrate)
         log_prior = _log_normal(z, torch.zeros_like(mean), torch.zeros_like(log_std))
         return log_lik.view(samples, -1) + beta * (log_prior - _log_normal(z, mean, log_std))
+
+
+def kl_to_prior(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(log_std)^2) || N(0, I)) in nats per image."""
+    return 0.5 * (mean ** 2 + (2 * log_std).exp() - 1 - 2 * log_std).flatten(1).sum(1)
 
 
 def _log_normal(z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from . import data
 from .intnet import set_mode
-from .model import VAE, Config, count_parameters
+from .model import VAE, Config, count_parameters, kl_to_prior
 from .weights import ModelError, model_info, read_model, resolve, save_model
 
 KL_WARMUP = 0.1   # from scratch, the KL weight ramps from 0 to 1 over this fraction of the steps (posterior collapse)
@@ -123,12 +123,10 @@ def _objective(model: VAE, x: torch.Tensor, samples: int, beta: float) -> tuple[
     if samples == 1:
         nll, kl = model.elbo_terms(x)
         return (nll + beta * kl).mean(), kl.mean().item()
-    log_w = model.log_weights(x, samples, beta)
+    mean, log_std = model.posterior(x)
+    log_w = model.log_weights(x, samples, beta, posterior=(mean, log_std))
     bound = -(torch.logsumexp(log_w, 0) - math.log(samples))
-    with torch.no_grad():
-        mean, log_std = model.posterior(x)
-        kl = 0.5 * (mean ** 2 + (2 * log_std).exp() - 1 - 2 * log_std).flatten(1).sum(1)
-    return bound.mean(), kl.mean().item()
+    return bound.mean(), kl_to_prior(mean.detach(), log_std.detach()).mean().item()
 
 
 def _calibrate(model: VAE, source, s: TrainSettings, rng: np.random.Generator) -> None:
