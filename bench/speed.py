@@ -3,11 +3,13 @@
 
     python bench/speed.py [--runs 3] [--data PATH] [--out bench/results]
 
-Measures, as medians of ``--runs`` runs: one Kodak photo (768 x 512) through the command line (wall time, start-up
-included) against ``cjxl -d 0 -e 7`` and ``djxl``; a 32 x 32 image through the Python API with the model loaded;
-1000 CIFAR-10 test images as one archive (MB/s of raw pixels); and, with ``--large``, a 3840 x 3072 mosaic of Kodak
-photos through the command line. Every vaezip output is decoded and compared. Needs cjxl and djxl
-(Debian: ``apt-get install libjxl-tools``). Writes <out>/speed.md and .json.
+Measures, as medians of ``--runs`` runs: two Kodak photos (768 x 512) through the command line (wall time, start-up
+included) against ``cjxl -d 0 -e 7`` and ``djxl``: kodim01, which the encoder's screen sends straight to JPEG XL,
+and kodim05, which the model codes in full before JPEG XL wins; a 32 x 32 image through the Python API with the
+model loaded; 1000 CIFAR-10 test images as one archive (MB/s of raw pixels); and, with ``--large``, a 3840 x 3072
+mosaic of Kodak photos through the command line, by default and with ``--model-only`` (peak memory too). Every
+vaezip output is decoded and compared. Needs cjxl and djxl (Debian: ``apt-get install libjxl-tools``). Writes
+<out>/speed.md and .json.
 """
 from __future__ import annotations
 
@@ -32,34 +34,45 @@ from vaezip.data import kodak_paths, load_cifar10
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def timed(cmd: list[str]) -> float:
-    """Wall seconds of a command."""
+PEAK = {}      # command name -> largest peak resident memory seen, MB
+
+
+def timed(cmd: list[str], name: str = "") -> float:
+    """Wall seconds of a command; its peak resident memory goes to PEAK[name]."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read()
+    proc.stderr.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr.decode()[-500:]}")
-    return time.perf_counter() - t0
+        raise RuntimeError(f"{cmd[0]} failed: {stderr.decode()[-500:]}")
+    PEAK[name] = max(PEAK.get(name, 0), usage.ru_maxrss / 1024)
+    return seconds
 
 
 def median(fn, runs: int) -> float:
     return statistics.median(fn() for _ in range(runs))
 
 
-def cli_pair(image: Path, tmp: Path, runs: int) -> dict:
-    """vaezip compress/decompress and cjxl/djxl wall times on one image file, exactness checked."""
+def cli_pair(image: Path, tmp: Path, runs: int, options: tuple[str, ...] = (), memory: bool = False) -> dict:
+    """vaezip compress/decompress (with ``options``) and cjxl/djxl wall times on one image file, exactness checked;
+    with ``memory``, the peak resident memory of each command too."""
     vz, png, jxl, back = tmp / "x.vz", tmp / "x.png", tmp / "x.jxl", tmp / "back.png"
     vaezip_cmd = [sys.executable, "-c", "from vaezip.cli import main; main()"]
-    out = {}
-    out["vaezip compress"] = median(lambda: timed(vaezip_cmd + ["compress", str(image), "-o", str(vz), "--force",
-                                                                "-q"]), runs)
-    out["vaezip decompress"] = median(lambda: timed(vaezip_cmd + ["decompress", str(vz), "-o", str(png), "--force",
-                                                                  "-q"]), runs)
-    out["cjxl -d 0 -e 7"] = median(lambda: timed(["cjxl", str(image), str(jxl), "-d", "0", "-e", "7",
-                                                   "--quiet"]), runs)
-    out["djxl"] = median(lambda: timed(["djxl", str(jxl), str(back), "--quiet"]), runs)
+    commands = {"vaezip compress": vaezip_cmd + ["compress", str(image), "-o", str(vz), "--force", "-q", *options],
+                "vaezip decompress": vaezip_cmd + ["decompress", str(vz), "-o", str(png), "--force", "-q"],
+                "cjxl -d 0 -e 7": ["cjxl", str(image), str(jxl), "-d", "0", "-e", "7", "--quiet"],
+                "djxl": ["djxl", str(jxl), str(back), "--quiet"]}
+    PEAK.clear()
+    out = {name: median(lambda: timed(cmd, name), runs) for name, cmd in commands.items()}
+    if memory:
+        out.update({f"{name} peak MB": PEAK[name] for name in commands})
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(image)))
-    out["vaezip bits/subpixel"] = 8 * vz.stat().st_size / (3 * Image.open(image).width * Image.open(image).height)
-    out["JPEG XL bits/subpixel"] = 8 * jxl.stat().st_size / (3 * Image.open(image).width * Image.open(image).height)
+    subpixels = 3 * Image.open(image).width * Image.open(image).height
+    out["vaezip bits/subpixel"] = 8 * vz.stat().st_size / subpixels
+    out["JPEG XL bits/subpixel"] = 8 * jxl.stat().st_size / subpixels
     return out
 
 
@@ -112,18 +125,23 @@ def main() -> None:
               "runs": a.runs}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        report["kodak"] = cli_pair(kodak_paths(a.data)[4], tmp, a.runs)
+        report["kodim01"] = cli_pair(kodak_paths(a.data)[0], tmp, a.runs)
+        report["kodim05"] = cli_pair(kodak_paths(a.data)[4], tmp, a.runs)
         if a.large:
             mosaic(a.data, tmp / "mosaic.png")
-            report["mosaic"] = cli_pair(tmp / "mosaic.png", tmp, 1)
+            report["mosaic"] = cli_pair(tmp / "mosaic.png", tmp, 1, memory=True)
+            report["mosaic model"] = cli_pair(tmp / "mosaic.png", tmp, 1, ("--model-only", "--model", "photo"),
+                                              memory=True)
     report["tiny"] = tiny_api(a.runs)
     report["cifar"] = cifar_archive(a.runs)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "speed.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = ["# vaezip speed", "", f"Generated by `python bench/speed.py{' --large' if a.large else ''}` on "
              f"{report['date']}, {report['cores']} cores; medians of {a.runs} runs.", ""]
-    for key, title in (("kodak", "kodim05 (768 x 512), command line wall time, seconds"),
+    for key, title in (("kodim01", "kodim01 (768 x 512), command line wall time, seconds"),
+                       ("kodim05", "kodim05 (768 x 512), command line wall time, seconds"),
                        ("mosaic", "3840 x 3072 mosaic, command line wall time, seconds (one run)"),
+                       ("mosaic model", "3840 x 3072 mosaic, `--model-only --model photo`, seconds (one run)"),
                        ("tiny", "32 x 32 image, Python API, model loaded"),
                        ("cifar", "1000 CIFAR-10 test images as one archive, Python API")):
         if key in report:

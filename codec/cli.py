@@ -83,9 +83,10 @@ def progress_bar(total: int, quiet: bool, desc: str):
 
 
 def select_device(device: str) -> str:
-    import torch
-    if device == "cuda" and not torch.cuda.is_available():
-        raise Failure("--device cuda: no CUDA device is available")
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise Failure("--device cuda: no CUDA device is available")
     return device
 
 
@@ -283,7 +284,7 @@ def bound(images, model, samples, tile, seed, calibrated):
 
     vae, name, _ = load_model(model)
     pics = [read_image(read_input(p), p) for p, _ in expand_inputs(images)]
-    require_channels(vae, name, pics)
+    require_channels(vae.config, name, pics)
     planes = [color for p in pics for color, _ in split(p, coding_of(p))]
     for k in samples:
         b = image_bounds(vae, planes, k, tile, seed=seed, calibrate=calibrated)

@@ -14,7 +14,7 @@ import numpy as np
 from . import rans
 from .limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN
 from .tables import (FRAC_BITS, LOG_FRAC, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp2_neg_fixed, exp_table,
-                     log2_fixed, normal_buckets)
+                     log2_fixed, normal_buckets, stored)
 
 
 class TableCodec:
@@ -30,7 +30,7 @@ class TableCodec:
         rans.push_with(msg, self.n, lambda idx: (start[idx], freq[idx]), self.precision)
 
     def pop(self, msg):
-        return rans.pop(msg, self.n, self.lookup, self.precision)
+        return rans.pop(msg, self.n, self.lookup, self.precision, getattr(self, "cdf_rows", None))
 
     def _validate(self, symbols):
         symbols = np.asarray(symbols)
@@ -120,6 +120,12 @@ class Categorical(TableCodec):
         self.cdf, self.precision, self.alphabet = cdf, precision, cdf.shape[-1] - 1
         self.n = cdf.shape[0] if cdf.ndim == 2 else n
 
+    def cdf_rows(self, idx):
+        """The CDF rows of the symbols at the slice ``idx``, (m, alphabet + 1)."""
+        if self.cdf.ndim == 2:
+            return self.cdf[idx]
+        return np.broadcast_to(self.cdf, (len(range(self.n)[idx]), self.alphabet + 1))
+
     def _flat_index(self, symbols, idx):
         rows = np.arange(*idx.indices(self.n))
         return rows * (self.alphabet + 1) + symbols
@@ -203,6 +209,12 @@ class _LazyCdfCodec(TableCodec):
 
     def start_freq(self, symbols, idx=slice(None)):
         return _join(self._start_freq, symbols, idx.indices(self.n)[0], self._sub, 2)
+
+    def cdf_rows(self, idx):
+        """C at every edge for the symbols at the slice ``idx``, (m, alphabet + 1)."""
+        params = self._params(idx)
+        edges = np.repeat(np.arange(self.alphabet + 1)[:, None], params[0].shape[-1], axis=1)
+        return np.ascontiguousarray(self._cdf(edges, params).T)
 
     def lookup(self, cf, idx):
         return _join(self._lookup, cf.view(np.int64), idx.start, self._sub, 3)
@@ -290,8 +302,8 @@ LOGIT_STEP, LOGIT_SPAN = 1 / 64, 24.0  # mixture logits; components LOGIT_SPAN b
 WEIGHT_BITS = 8  # integer mixture weights sum to 2^8
 LEVELS = 256
 # 2^20 / scale per log-scale grid index (an exact power-of-two multiple of the correctly rounded exp)
-_LOGISTIC_SLOPE = exp_table(-LOG_SCALE_RANGE[0], -LOG_SCALE_STEP, 417) * _U_SCALE
-_EXP_NEG = exp_table(0, -LOGIT_STEP, int(LOGIT_SPAN / LOGIT_STEP) + 1)  # exp(-j / 64)
+_LOGISTIC_SLOPE = _U_SCALE * stored("logistic_slope", lambda: exp_table(-LOG_SCALE_RANGE[0], -LOG_SCALE_STEP, 417))
+_EXP_NEG = stored("exp_neg", lambda: exp_table(0, -LOGIT_STEP, int(LOGIT_SPAN / LOGIT_STEP) + 1))  # exp(-j/64)
 # lower bin edge e - 0.5 of level e; the outer bins are open
 _LEVEL_EDGES = np.concatenate([[-_OPEN], np.arange(1, LEVELS) - 0.5, [_OPEN]])
 
@@ -434,7 +446,8 @@ class LogisticMixture(_LevelCodec):
 # Gaussian posterior grids: mean in 1/1024 over [-16, 16], log sigma in 1/64 over [-10, 3]
 POST_MEAN_STEP, POST_MEAN_RANGE = 1 / 1024, (-16.0, 16.0)
 POST_LOG_SIGMA_STEP, POST_LOG_SIGMA_RANGE = 1 / 64, (-10.0, 3.0)
-_GAUSS_SLOPE = exp_table(-POST_LOG_SIGMA_RANGE[0], -POST_LOG_SIGMA_STEP, 833) * _U_SCALE  # 2^20 / sigma
+_GAUSS_SLOPE = _U_SCALE * stored("gauss_slope",  # 2^20 / sigma
+                                 lambda: exp_table(-POST_LOG_SIGMA_RANGE[0], -POST_LOG_SIGMA_STEP, 833))
 
 
 class GaussianLatent:
@@ -458,6 +471,10 @@ class GaussianLatent:
         if log_sigma is None:
             log_sigma = np.log(_params(sigma))
         return GaussianPosterior(self, _params(mu).ravel(), _params(log_sigma).ravel(), precision)
+
+    def bucket(self, values):
+        """The buckets that hold ``values`` (float64), int64."""
+        return np.searchsorted(self.edges, values, side="right") - 1
 
     def centres(self, buckets):
         """Bucket centres Phi^-1((i + 1/2) / 2^bits) (float64), the values latents decode to."""

@@ -7,50 +7,47 @@ by stage and channel by channel, it pops the tiles' scale-offset indices and the
 The first batch coded has no bits to take back yet: it is coded both with bits back and with z fixed at the prior
 median, and the shorter is kept (a ``Choice``).
 
-Every number the codecs use comes from the integer networks (``intnet``) and integer tables, so the decoder
-reproduces the encoder's frequencies on any machine.
+Every number the codecs use comes from the integer networks (``intnet``, run by ``npnet`` on the CPU) and integer
+tables, so the decoder reproduces the encoder's frequencies on any machine.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from . import codecs
 from .container import CodingParams, ImageRecord
 from .layers import Layer
-from .likelihood import NO_SHIFT, SCALE_CDF, SCALE_OFFSETS, Mixture, choose_scale_offsets
-from .model import VAE
+from .scales import NO_SHIFT, SCALE_CDF, SCALE_OFFSETS, choose_offsets
 from .tiles import PAD, gather, mask, plan_batches, plan_tiles, scatter, shape
 
 ALPHA_PRECISION = 16
 
 
 class TileCoder:
-    """The codecs of one batch of tiles, for one model and set of coding parameters."""
+    """The codecs of one batch of tiles, for one model's networks (``npnet.Network`` or ``model.TorchNetwork``)
+    and set of coding parameters."""
 
-    def __init__(self, model: VAE, params: CodingParams, device: str = "cpu"):
-        self.model, self.params, self.device = model, params, torch.device(device)
+    def __init__(self, net, params: CodingParams):
+        self.net, self.config, self.params = net, net.config, params
         self.latent = codecs.GaussianLatent(params.latent_bits)
         self.tile_bits: np.ndarray | None = None
 
-    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+    def _planes(self, x: np.ndarray) -> np.ndarray:
         """Pixels as the model sees them: coded planes, replicated to 3 channels for grayscale through RGB."""
-        if x.shape[1] != self.model.config.channels:
-            x = np.repeat(x, self.model.config.channels, axis=1)
-        return torch.from_numpy(x).to(self.device)
+        return x if x.shape[1] == self.config.channels else np.repeat(x, self.config.channels, axis=1)
 
     def posterior(self, x: np.ndarray) -> codecs.GaussianPosterior:
-        mean, log_std = self.model.posterior(self._tensor(x))
-        return self.latent.posterior(_f64(mean), precision=self.params.posterior_precision, log_sigma=_f64(log_std))
+        mean, log_std = self.net.posterior(self._planes(x))
+        return self.latent.posterior(mean.ravel(), precision=self.params.posterior_precision,
+                                     log_sigma=log_std.ravel())
 
     def _latent_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
-        s = self.model.config.stride
-        return x_shape[0], self.model.config.latent, x_shape[2] // s, x_shape[3] // s
+        s = self.config.stride
+        return x_shape[0], self.config.latent, x_shape[2] // s, x_shape[3] // s
 
-    def _features(self, z: np.ndarray, x_shape: tuple[int, ...]) -> list[torch.Tensor]:
+    def _features(self, z: np.ndarray, x_shape: tuple[int, ...]) -> list:
         """The model's features of latent buckets ``z`` (their centres) for a batch of pixels of ``x_shape``."""
-        z_values = self.latent.centres(z).reshape(self._latent_shape(x_shape))
-        return self.model.features(torch.from_numpy(z_values.astype(np.float32)).to(self.device))
+        return self.net.features(self.latent.centres(z).reshape(self._latent_shape(x_shape)))
 
     def batch(self, x_shape: tuple[int, ...], real: np.ndarray, index: int, measure: bool = False):
         """The codec of the ``index``-th batch coded, of pixels of ``x_shape`` (B, C, ph, pw) whose real pixels are
@@ -89,14 +86,11 @@ class TileCoder:
             x = np.full(x_shape, PAD, np.uint8)
         feats = self._features(z, x_shape)
         offsets = codecs.Categorical(SCALE_CDF, x_shape[0])
-        for t in range(self.model.num_stages):
-            stride, (oy, ox) = self.model.stage_grid(t)
-            mix = self.model.stage(t, feats, self.model.stage_context(self._tensor(x), t))
+        for t in range(self.config.num_stages):
+            stride, (oy, ox) = self.config.stage_grid(t)
+            levels = self.net.stage(t, feats, self._planes(x))
             xs, ms = x[:, :, oy::stride, ox::stride], real[:, oy::stride, ox::stride]
-            picks = None
-            if encoding:
-                picks = choose_scale_offsets(self._tensor(xs), mix, torch.from_numpy(ms).to(self.device)).numpy()
-            levels = _levels(mix)
+            picks = choose_offsets(self._planes(xs), levels, ms) if encoding else None
             for c in range(x_shape[1]):
                 pick = yield offsets, (picks[:, c] if encoding else None)
                 plane, pixels = xs[:, c], self._pixels(levels, xs, ms, c, pick)
@@ -111,21 +105,43 @@ class TileCoder:
         """log2 q(x|z_i) / p(z_i|x) per tile for every particle z_i, (N, B), in fixed point from the codecs' integer
         frequencies (without scale offsets: the same on both sides; the uniform prior is the same for all)."""
         posterior = self.posterior(x)
-        out = []
-        for z in zs:
-            feats = self._features(z, x.shape)
-            total = -codecs.log2_probability(posterior, z, len(x))
-            for t in range(self.model.num_stages):
-                stride, (oy, ox) = self.model.stage_grid(t)
-                levels = _levels(self.model.stage(t, feats, self.model.stage_context(self._tensor(x), t)))
-                xs, ms = x[:, :, oy::stride, ox::stride], real[:, oy::stride, ox::stride]
-                owner = np.nonzero(ms)[0]
-                picks = np.full(len(x), NO_SHIFT)
-                for c in range(x.shape[1]):
-                    total += codecs.log2_probability(self._pixels(levels, xs, ms, c, picks), xs[:, c][ms], len(x),
-                                                     owner)
-            out.append(total)
-        return np.stack(out)
+        return np.stack([self._log2_likelihood(x, real, z) - codecs.log2_probability(posterior, z, len(x))
+                         for z in zs])
+
+    def estimate_bits(self, planes: list[np.ndarray]) -> float:
+        """About the bits the model codes colour ``planes`` (C, H, W) in: per batch of tiles, -log2 q(x|z) with
+        the encoder's scale offsets (their cost included) at z = the posterior's mean bucket, plus its latent bits
+        under the prior less those of the posterior (bits back). For choosing a model, in a fraction of a coding's
+        time."""
+        total = 0
+        tiles = plan_tiles([p.shape for p in planes], self.params.tile, self.config.grid)
+        for batch in plan_batches(tiles, self.params.batch, self.params.tile):
+            x, real = gather(planes, batch), mask(batch)
+            mean, log_std = self.net.posterior(self._planes(x))
+            posterior = self.latent.posterior(mean.ravel(), precision=self.params.posterior_precision,
+                                              log_sigma=log_std.ravel())
+            z = self.latent.bucket(mean.ravel())
+            latent = (z.size * self.latent.bits << codecs.LOG_FRAC) + codecs.log2_probability(posterior, z, 1)
+            total += int(latent.sum()) - int(self._log2_likelihood(x, real, z, calibrate=True).sum())
+        return total / (1 << codecs.LOG_FRAC)
+
+    def _log2_likelihood(self, x: np.ndarray, real: np.ndarray, z: np.ndarray, calibrate: bool = False) -> np.ndarray:
+        """log2 q(x|z) per tile in fixed point; with ``calibrate``, with the encoder's scale offsets, less their cost."""
+        feats = self._features(z, x.shape)
+        total = np.zeros(len(x), np.int64)
+        offsets = codecs.Categorical(SCALE_CDF, len(x))
+        for t in range(self.config.num_stages):
+            stride, (oy, ox) = self.config.stage_grid(t)
+            levels = self.net.stage(t, feats, self._planes(x))
+            xs, ms = x[:, :, oy::stride, ox::stride], real[:, oy::stride, ox::stride]
+            owner = np.nonzero(ms)[0]
+            picks = choose_offsets(self._planes(xs), levels, ms) if calibrate else np.full((len(x), 3), NO_SHIFT)
+            for c in range(x.shape[1]):
+                if calibrate:
+                    total += codecs.log2_probability(offsets, picks[:, c], len(x))
+                total += codecs.log2_probability(self._pixels(levels, xs, ms, c, picks[:, c]), xs[:, c][ms], len(x),
+                                                 owner)
+        return total
 
     def _pixels(self, mix: dict, xs: np.ndarray, ms: np.ndarray, c: int, picks: np.ndarray) -> codecs.TableCodec:
         """Mixture codec for channel c of one stage's real pixels; means shifted by the channels before c, log-scales
@@ -151,7 +167,7 @@ class Archive:
         self.layers = [(i, rec, table, planes) for i, rec in enumerate(records)
                        for table, (planes, _) in zip(rec.alphas, rec.layers)]
         shapes = [(planes, rec.height, rec.width) for _, rec, _, planes in self.layers]
-        tiles = plan_tiles(shapes, coder.params.tile, coder.model.config.grid)
+        tiles = plan_tiles(shapes, coder.params.tile, coder.config.grid)
         self.batches = plan_batches(tiles, coder.params.batch, coder.params.tile, coder.params.particles)
         self._counted: list[tuple[list, _Counted]] = []
 
@@ -231,12 +247,3 @@ def _alpha_codec(table: list[tuple[int, int]], n: int) -> codecs.Categorical:
     freq = 1 + counts * ((1 << ALPHA_PRECISION) - k) // total
     freq[np.argmax(freq)] += (1 << ALPHA_PRECISION) - int(freq.sum())
     return codecs.Categorical(np.concatenate([[0], np.cumsum(freq)]), n)
-
-
-def _f64(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().double().numpy().ravel()
-
-
-def _levels(mix: Mixture) -> dict:
-    """A stage's mixture as float64 numpy arrays (exactly the network's grid values)."""
-    return {k: v.detach().cpu().double().numpy() for k, v in vars(mix).items()}

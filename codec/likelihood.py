@@ -1,27 +1,17 @@
-"""The pixel likelihood: discretized logistic mixtures with linear channel dependence, and scale calibration.
+"""The pixel likelihood in torch (training and bounds): discretized logistic mixtures with linear channel dependence,
+and the scale calibration (``scales``) applied to them.
 
-Parameters are in pixel levels: means in levels, log-scales natural in levels. Scale calibration: for each tile,
-stage and channel the encoder may shift the log-scales by one of SCALE_OFFSETS (whole steps of the coder's
-log-scale grid), coded at 8-bit frequencies (index NO_SHIFT is by far the cheapest), so a model that is over- or
-under-confident on some image pays little for it.
+Parameters are in pixel levels: means in levels, log-scales natural in levels.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .codecs import LOG_SCALE_RANGE, LOG_SCALE_STEP
-
-SCALE_OFFSETS = np.arange(-4, 11) * 2 * LOG_SCALE_STEP
-NO_SHIFT = 4
-SCALE_FREQS = np.where(np.arange(len(SCALE_OFFSETS)) == NO_SHIFT, 242, 1)   # sums to 2^8
-SCALE_CDF = np.concatenate([[0], np.cumsum(SCALE_FREQS)])
-OFFSET_NATS = -np.log(SCALE_FREQS / SCALE_FREQS.sum())
-CALIBRATION_PIXELS = 1 << 14        # the choice is made on at most about this many pixels of a batch's stage
+from .codecs import LOG_SCALE_RANGE
+from .scales import OFFSET_NATS, SCALE_OFFSETS, choose_offsets
 
 
 @dataclass
@@ -78,33 +68,10 @@ def shift_scales(mix: Mixture, picks: torch.Tensor) -> Mixture:
 
 
 def choose_scale_offsets(x: torch.Tensor, mix: Mixture, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Per tile and channel, the index into SCALE_OFFSETS that codes the stage's pixels ``x`` (B, C, h, w) in the
-    fewest bits, the offset's own cost included; (B, C) int64 on the CPU.
-
-    Estimated on a strided subset of at most about CALIBRATION_PIXELS pixels of the batch, by a coarse-to-fine
-    search (every third offset, then the neighbours of the best), which assumes the cost is unimodal in the offset.
-    """
-    b, c, h, w = x.shape
-    step = max(1, math.ceil(math.sqrt(b * h * w / CALIBRATION_PIXELS)))
-    sub = lambda a: a[..., ::step, ::step].detach()
-    mix, x = mix.map(sub), sub(x)
-    weight = torch.ones_like(x[:, :1], dtype=torch.float32) if mask is None else sub(mask)[:, None].float()
-    nats = torch.from_numpy(OFFSET_NATS)
-
-    def cost(idx: torch.Tensor) -> torch.Tensor:
-        lp = mixture_log_prob(x, shift_scales(mix, idx))
-        return -(lp * weight).sum((2, 3)).double().cpu() * step ** 2 + nats[idx]
-
-    coarse = torch.arange(1, len(SCALE_OFFSETS), 3)
-    costs = torch.stack([cost(torch.full((b, c), int(i))) for i in coarse], dim=-1)
-    best, idx = costs.min(-1)
-    idx = coarse[idx]
-    for side in (idx - 1, idx + 1):
-        side = side.clamp(0, len(SCALE_OFFSETS) - 1)
-        side_cost = cost(side)
-        idx = torch.where(side_cost < best, side, idx)
-        best = torch.minimum(side_cost, best)
-    return idx
+    """``scales.choose_offsets`` for a stage's tensors: (B, C) int64 on the CPU."""
+    arrays = {k: v.detach().cpu().double().numpy() for k, v in vars(mix).items()}
+    return torch.from_numpy(choose_offsets(x.detach().cpu().numpy(), arrays,
+                                           None if mask is None else mask.cpu().numpy()))
 
 
 def calibrated(x: torch.Tensor, mix: Mixture, mask: torch.Tensor | None) -> tuple[Mixture, torch.Tensor]:

@@ -15,8 +15,9 @@ same on every machine. Mixture parameters are in pixel levels: means in levels, 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,47 +25,9 @@ from torch import nn
 from .codecs import (LOG_SCALE_RANGE, LOG_SCALE_STEP, LOGIT_STEP, MEAN_RANGE, MEAN_STEP, POST_LOG_SIGMA_STEP,
                      POST_MEAN_RANGE, POST_MEAN_STEP)
 from .likelihood import Mixture, calibrated, mixture_log_prob
-from .intnet import ACT_MAX, Calibration, IntNet, QConv, Site, mode_of, quant, set_mode, ste
-from .tables import tanh_table
-
-PHASES = ((1, 1), (0, 1), (1, 0))   # order in which a level fills the three non-anchor phases of each 2x2 cell
-PIXEL_SCALE = 1 / 255               # network input 2x - 255: the [-1, 1] pixel scale in integer units
-Z_STEP, Z_MAX = 1 / 256, 1024       # latent input grid and clamp (|z| <= 4)
-LOG_STD_RANGE = (-8.0, 2.0)         # posterior log std, on the coder's grid
-LOGIT_MAX = 512.0                   # mixture logits are clamped to +-this (the coder only uses differences < 24)
-COEF_STEP, COEF_COUNT, COEF_BITS = 1 / 1024, 5 * 1024, 14   # channel coefficients: tanh of a fine grid on [-5, 5]
-COEF_TABLE = tanh_table(COEF_STEP, COEF_COUNT, COEF_BITS)
-
-
-@dataclass(frozen=True)
-class Config:
-    channels: int = 3       # 1 (grayscale) or 3 (RGB)
-    levels: int = 2         # sub-grid levels; z and the first stage live at stride 2**levels
-    coarse_levels: int = 0  # extra levels above z's stride that fill its grid from one 2**coarse_levels sparser
-    latent: int = 8         # latent channels
-    width: int = 64         # channels of the encoder and the z-feature network
-    stage_width: int = 48   # channels of each stage network
-    stage_blocks: int = 1   # residual blocks per stage network
-    mixtures: int = 5       # logistic mixture components per subpixel
-
-    @property
-    def stride(self) -> int:
-        return 2 ** self.levels
-
-    @property
-    def grid(self) -> int:
-        """Stride of the first stage's pixels; tiles are padded to a multiple of it."""
-        return self.stride << self.coarse_levels
-
-    @property
-    def coefficients(self) -> int:
-        """Linear channel-dependence coefficients per mixture component (G|R, B|R, B|G)."""
-        return self.channels * (self.channels - 1) // 2
-
-    @property
-    def params_per_pixel(self) -> int:
-        return self.mixtures * (3 * self.channels + self.coefficients)
-
+from .intnet import ACT_MAX, Calibration, IntNet, QConv, Site, exact_arithmetic, mode_of, quant, set_mode, ste
+from .config import (COEF_COUNT, COEF_STEP, COEF_TABLE, LOG_STD_RANGE, LOGIT_MAX, PHASES, PIXEL_SCALE, Z_MAX,
+                     Z_STEP, Config)
 
 class Up(nn.Module):
     """ReLU, 1x1 convolution and 2x pixel shuffle: z features at twice the resolution."""
@@ -218,38 +181,18 @@ class VAE(nn.Module):
     # ---- the stages -----------------------------------------------------------------------------------------------
     @property
     def num_stages(self) -> int:
-        return 1 + len(PHASES) * (self.config.coarse_levels + self.config.levels)
+        return self.config.num_stages
 
     def stage_grid(self, t: int) -> tuple[int, tuple[int, int]]:
-        """(stride, offset) of the pixels that stage t codes: pixels x[oy::stride, ox::stride]."""
-        s = self.config.grid
-        if t == 0:
-            return s, (0, 0)
-        level, k = divmod(t - 1, len(PHASES))
-        stride = s >> level
-        dy, dx = PHASES[k]
-        return stride, (dy * stride // 2, dx * stride // 2)
+        return self.config.stage_grid(t)
 
     def stage_context(self, x: torch.Tensor, t: int) -> list[torch.Tensor]:
-        """The decoded sub-grids stage t sees (anchor grid, then earlier phases of its level), from full x."""
-        if t == 0:
-            return []
-        stride, _ = self.stage_grid(t)
-        k = (t - 1) % len(PHASES)
-        return [x[..., ::stride, ::stride]] + [x[..., dy * stride // 2::stride, dx * stride // 2::stride]
-                                               for dy, dx in PHASES[:k]]
+        return self.config.stage_context(x, t)
 
     def stage(self, t: int, features: list[torch.Tensor], context: list[torch.Tensor]) -> Mixture:
-        """Distribution of the pixels of stage t given z's features and the decoded sub-grids (uint8-valued).
-
-        The coarse levels (above z's stride) reuse the networks of the first level below it, on z's features
-        subsampled to their grid: image statistics are close to scale-invariant, so one interpolator serves them all.
-        """
-        coarse = self.config.coarse_levels
-        level, k = (0, -1) if t == 0 else divmod(t - 1, len(PHASES))
-        step = 1 << max(0, coarse - level)
-        h = features[max(0, level - coarse)][..., ::step, ::step]
-        i = 0 if t == 0 else 1 + len(PHASES) * max(0, level - coarse) + k
+        """Distribution of the pixels of stage t given z's features and the decoded sub-grids (uint8-valued)."""
+        f, step, i = self.config.stage_network(t)
+        h = features[f][..., ::step, ::step]
         out = self.stages[i](torch.cat([h] + [self._pixels(c) for c in context], dim=1), self._cal, f"stage{i}")
         return self._mixture(out)
 
@@ -332,3 +275,32 @@ def count_parameters(model: nn.Module) -> int:
 
 def config_dict(config: Config) -> dict:
     return asdict(config)
+
+
+class TorchNetwork:
+    """A frozen ``VAE`` behind the coder's interface (``npnet.Network``'s): NumPy in, float64 grid values out, with
+    IEEE float32 arithmetic on any device (the GPU path)."""
+
+    def __init__(self, model: VAE):
+        self.model, self.config = model, model.config
+        self.device = next(model.buffers()).device
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(self.device)
+
+    def posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with exact_arithmetic():
+            return tuple(_f64(v) for v in self.model.posterior(self._tensor(x)))
+
+    def features(self, z: np.ndarray) -> list[torch.Tensor]:
+        with exact_arithmetic():
+            return self.model.features(self._tensor(z.astype(np.float32)))
+
+    def stage(self, t: int, features: list[torch.Tensor], x: np.ndarray) -> dict[str, np.ndarray]:
+        with exact_arithmetic():
+            mix = self.model.stage(t, features, self.config.stage_context(self._tensor(x), t))
+        return {k: _f64(v) for k, v in vars(mix).items()}
+
+
+def _f64(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()

@@ -20,6 +20,10 @@ HEAD_MIN = 1 << 31
 # push and pop work on at most this many lanes at a time (the chunk semantics are unchanged): temporaries stay
 # cache-sized and are not freshly page-faulted per chunk, while the per-call overhead of NumPy stays amortized.
 SUB_LANES = 1 << 14
+# messages of at most this many lanes are coded symbol by symbol in Python integers: for few lanes the NumPy calls of
+# a chunk cost far more than its arithmetic (a 32 x 32 image has one lane)
+SCALAR_LANES = 16
+TABLE_ENTRIES = 1 << 21  # pop with few lanes tabulates the CDF rows of at most this many entries at a time
 _LEN_BITS = 5  # per-lane bit-length code in the serialized head: bit_length - 32, in 0..31
 
 
@@ -180,6 +184,8 @@ def push_with(msg, n, start_freq, precision):
     """Push n symbols whose (start, freq) arrays ``start_freq(idx)`` gives for the slice ``idx`` of 0..n-1."""
     _check_precision(precision)
     lanes = msg.lanes
+    if lanes <= SCALAR_LANES:
+        return _push_scalar(msg, n, *start_freq(slice(0, n)), precision)
     for lo in range((n - 1) // lanes * lanes, -1, -lanes):
         r = min(lanes, n - lo)
         for a in range(0, r, SUB_LANES):  # spilled words go out in increasing lane order
@@ -199,14 +205,32 @@ def push_with(msg, n, start_freq, precision):
             x += start
 
 
-def pop(msg, n, lookup, precision):
+def _push_scalar(msg, n, start, freq, precision):
+    """push_with for few lanes: the same chunks and spill order, one symbol at a time."""
+    heads, words, lanes = msg.head.tolist(), [], msg.lanes
+    start, freq = np.asarray(start).tolist(), np.asarray(freq).tolist()
+    for lo in range((n - 1) // lanes * lanes, -1, -lanes):
+        for j in range(min(lanes, n - lo)):
+            x, f = heads[j], freq[lo + j]
+            if x >= f << (63 - precision):
+                words.append(x & 0xFFFFFFFF)
+                x >>= 32
+            heads[j] = (x // f << precision) + x % f + start[lo + j]
+    msg._append(np.array(words, dtype=np.uint32))
+    msg.head[:] = heads
+
+
+def pop(msg, n, lookup, precision, rows=None):
     """Pop ``n`` symbols and return them.
 
     ``lookup(cf, idx)`` maps the cumulative frequencies ``cf`` (uint64, read only) of the symbols at the slice
     ``idx`` to (symbols, start, freq) arrays with start <= cf < start + freq.  (The codecs' ``start_freq``
-    gives the intervals of the returned symbols again where a caller needs them.)
+    gives the intervals of the returned symbols again where a caller needs them.) ``rows(idx)``, where given,
+    is the same distribution as a table, (m, alphabet + 1) CDF rows, which messages with few lanes search instead.
     """
     _check_precision(precision)
+    if rows is not None and msg.lanes <= SCALAR_LANES:
+        return _pop_scalar(msg, n, rows, precision)
     lanes, mask = msg.lanes, np.uint64((1 << precision) - 1)
     symbols = None
     for lo in range(0, n, lanes):
@@ -230,3 +254,29 @@ def pop(msg, n, lookup, precision):
                 words |= msg._take(refill.size)
                 x[refill] = words
     return np.empty(0, dtype=np.int64) if symbols is None else symbols
+
+
+def _pop_scalar(msg, n, rows, precision):
+    """pop for few lanes: the same chunks and refill order, one symbol at a time, searching tabulated CDF rows."""
+    heads, lanes, mask = msg.head.tolist(), msg.lanes, (1 << precision) - 1
+    symbols = np.empty(n, dtype=np.int64)
+    width = rows(slice(0, 1)).shape[1] if n else 1
+    block = max(1, TABLE_ENTRIES // width // lanes) * lanes       # whole chunks' rows at a time
+    for first in range(0, n, block):
+        table = rows(slice(first, min(first + block, n)))
+        for lo in range(first, min(first + block, n), lanes):
+            refill = []
+            for j in range(min(lanes, n - lo)):
+                x = heads[j]
+                cf = x & mask
+                row = table[lo + j - first]
+                s = int(row.searchsorted(cf, "right")) - 1
+                start = int(row[s])
+                heads[j] = x = (x >> precision) * (int(row[s + 1]) - start) + cf - start
+                symbols[lo + j] = s
+                if x < HEAD_MIN:
+                    refill.append(j)
+            for j, word in zip(refill, msg._take(len(refill)).tolist()):
+                heads[j] = heads[j] << 32 | word
+    msg.head[:] = heads
+    return symbols

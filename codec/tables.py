@@ -11,6 +11,7 @@ operations only (+ - * /, floor, clip), which are exactly reproducible.
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 from functools import lru_cache
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
@@ -37,6 +38,18 @@ def _normal_cdf(t):
     return Decimal("0.5") + (-t2 / 2).exp() / _SQRT_2PI * total
 
 
+STORE = Path(__file__).with_name("tables.npz")
+BUILDERS = {}  # name -> build(): every table read from STORE, for checking and rewriting it
+_STORED = dict(np.load(STORE)) if STORE.exists() else {}
+
+
+def stored(name, build):
+    """The table ``name`` as written to tables.npz by ``python -m vaezip.tables`` (building the tables takes a
+    large part of a second; tests check that every stored table equals a fresh ``build()``), else ``build()``."""
+    BUILDERS[name] = build
+    return _STORED[name] if name in _STORED else build()
+
+
 class IntCdf:
     """A CDF F tabulated as round(F(t) * 2^24) on a 2^-8 grid over [-radius, radius], F(-t) = 1 - F(t).
 
@@ -44,22 +57,9 @@ class IntCdf:
     clamped lookup returns the same values a wider table would.
     """
 
-    def __init__(self, cdf, radius):
+    def __init__(self, name, cdf, radius):
         self.radius = radius
-        half = []
-        with localcontext() as ctx:
-            ctx.prec = _PREC
-            for i in range((radius << STEP_BITS) + 1):
-                scaled = cdf(Decimal(i) / (1 << STEP_BITS)) * ONE
-                half.append(int(scaled.to_integral_value(rounding=ROUND_HALF_EVEN)))
-                if half[-1] == ONE:  # monotone: saturated from here on
-                    break
-        if half[-1] != ONE:
-            raise ValueError("table radius too small: CDF does not saturate")
-        half += [ONE] * ((radius << STEP_BITS) + 1 - len(half))
-        pos = np.array(half, dtype=np.int64)
-        # negative side by symmetry, plus one padding entry so idx + 1 is always valid
-        self.values = np.concatenate([ONE - pos[:0:-1], pos, [ONE]])
+        self.values = stored(name, lambda: _int_cdf(cdf, radius))
         diffs = np.diff(self.values, append=ONE)
         if diffs.max() >= 1 << 16:
             raise ValueError("table increments do not fit 16 bits")
@@ -87,8 +87,26 @@ class IntCdf:
         return packed
 
 
-LOGISTIC = IntCdf(_sigmoid, 20)  # saturates for |t| > 17.4
-NORMAL = IntCdf(_normal_cdf, 8)  # saturates for |t| > 5.5
+def _int_cdf(cdf, radius):
+    """round(F(t) 2^24) at t = i / 2^8 for |t| <= radius (negative side by symmetry), plus one padding entry
+    so that idx + 1 is always valid."""
+    half = []
+    with localcontext() as ctx:
+        ctx.prec = _PREC
+        for i in range((radius << STEP_BITS) + 1):
+            scaled = cdf(Decimal(i) / (1 << STEP_BITS)) * ONE
+            half.append(int(scaled.to_integral_value(rounding=ROUND_HALF_EVEN)))
+            if half[-1] == ONE:  # monotone: saturated from here on
+                break
+    if half[-1] != ONE:
+        raise ValueError("table radius too small: CDF does not saturate")
+    half += [ONE] * ((radius << STEP_BITS) + 1 - len(half))
+    pos = np.array(half, dtype=np.int64)
+    return np.concatenate([ONE - pos[:0:-1], pos, [ONE]])
+
+
+LOGISTIC = IntCdf("logistic", _sigmoid, 20)  # saturates for |t| > 17.4
+NORMAL = IntCdf("normal", _normal_cdf, 8)  # saturates for |t| > 5.5
 
 
 def exp_table(start, step, count):
@@ -126,7 +144,8 @@ def _fixed_tables():
     return np.array(log, dtype=np.int64), np.array(exp, dtype=np.int64)
 
 
-_LOG2_TABLE, _EXP2_TABLE = _fixed_tables()
+_LOG2_TABLE = stored("log2", lambda: _fixed_tables()[0])
+_EXP2_TABLE = stored("exp2", lambda: _fixed_tables()[1])
 
 
 def log2_fixed(f):
@@ -169,3 +188,8 @@ def normal_buckets(bits):
     centres = np.array([*lower_centres, *(-c for c in reversed(lower_centres))])
     edges.flags.writeable = centres.flags.writeable = False
     return edges, centres
+
+
+if __name__ == "__main__":
+    from vaezip import codecs, config, tables  # noqa: F401  (their tables register themselves)
+    np.savez(tables.STORE, **{name: build() for name, build in tables.BUILDERS.items()})

@@ -1,7 +1,8 @@
 """Shipped and user model weights: safetensors files whose metadata holds the model configuration.
 
 A model file holds the integer networks only: int16 weights, int32 biases, int8 shifts and the float32 scales
-(which training needs to continue from the file; coding never uses them)."""
+(which training needs to continue from the file; coding never uses them). Coding loads them as a NumPy
+``npnet.Network`` (CPU) without importing torch; training, bounds and the GPU load the torch ``model.VAE``."""
 from __future__ import annotations
 
 import hashlib
@@ -11,25 +12,29 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from .intnet import set_mode
-from .model import VAE, Config, config_dict
+from .config import Config
 
 ASSETS = Path(str(files("vaezip.assets")))     # shipped weights, MODELS.md and reference images
+
+
+TORCH_SUBPIXELS = 1 << 21      # jobs of this many model-coded subpixels run the networks in torch (see load_network)
 
 
 class ModelError(ValueError):
     """A model name or file that cannot be used."""
 
 
-INT_TYPES = {"w_int": torch.int16, "b_int": torch.int32, "shift": torch.int8}
+def save_model(model, path: Path, info: dict | None = None) -> None:
+    """Freeze the integer weights of a ``model.VAE`` and write them with the configuration (plus free-form
+    ``info``)."""
+    import torch
+    from safetensors.torch import save_file
 
-
-def save_model(model: VAE, path: Path, info: dict | None = None) -> None:
-    """Freeze the integer weights and write them with the configuration (plus free-form ``info``)."""
+    from .intnet import set_mode
+    from .model import config_dict
+    int_types = {"w_int": torch.int16, "b_int": torch.int32, "shift": torch.int8}
     mode = model.mode
     model.freeze()
     set_mode(model, mode)
@@ -38,7 +43,7 @@ def save_model(model: VAE, path: Path, info: dict | None = None) -> None:
     for key, value in model.state_dict().items():
         kind = key.rsplit(".", 1)[-1]
         if kind not in ("weight", "bias"):
-            tensors[key] = value.detach().cpu().to(INT_TYPES.get(kind, torch.float32)).contiguous()
+            tensors[key] = value.detach().cpu().to(int_types.get(kind, torch.float32)).contiguous()
     save_file(tensors, str(path), metadata=meta)
 
 
@@ -67,24 +72,62 @@ def shipped_models() -> list[str]:
     return sorted(p.stem for p in ASSETS.glob("*.safetensors"))
 
 
-def load_model(name_or_path: str, device: str = "cpu") -> tuple[VAE, str, bytes]:
-    """(model in frozen eval mode on ``device``, model name, weights hash), loaded once per process and file
-    version; callers must not modify it."""
+def load_model(name_or_path: str, device: str = "cpu"):
+    """(torch ``model.VAE`` in frozen eval mode on ``device``, model name, weights hash), loaded once per process
+    and file version; callers must not modify it."""
     path = resolve(name_or_path)
     stat = path.stat()
     return _load(path.resolve(), stat.st_mtime_ns, stat.st_size, device)
 
 
+def load_network(name_or_path: str, device: str = "cpu", subpixels: int = 0):
+    """(the networks the coder runs, model name, weights hash), loaded once per process and file version.
+
+    On the CPU, NumPy (``npnet``: no torch to import, which takes longer than coding a small image) unless the job
+    codes ``subpixels`` >= TORCH_SUBPIXELS, where torch's faster convolutions repay its import; elsewhere the torch
+    model on ``device``. Both give the same bits."""
+    path = resolve(name_or_path)
+    stat = path.stat()
+    runtime = "numpy" if device == "cpu" and subpixels < TORCH_SUBPIXELS else "torch"
+    return _load_network(path.resolve(), stat.st_mtime_ns, stat.st_size, runtime, device)
+
+
 @lru_cache(maxsize=8)
-def _load(path: Path, mtime: int, size: int, device: str) -> tuple[VAE, str, bytes]:
+def _load(path: Path, mtime: int, size: int, device: str):
     return read_model(path).to(device), path.stem, weights_hash(path)
 
 
-def read_model(path: Path) -> VAE:
-    """A new model (frozen, eval mode) from a weights file."""
+@lru_cache(maxsize=8)
+def _load_network(path: Path, mtime: int, size: int, runtime: str, device: str):
+    if runtime == "torch":
+        from .model import TorchNetwork
+        return TorchNetwork(_load(path, mtime, size, device)[0]), path.stem, weights_hash(path)
+    from safetensors.numpy import load_file
+
+    from .npnet import Network
     try:
-        config = Config(**json.loads(_metadata(path)["config"]))
-        model = VAE(config)
+        network = Network(read_config(path), load_file(str(path)))
+    except (OSError, KeyError, TypeError, ValueError, SafetensorError) as e:
+        raise ModelError(f"cannot load model {path.stem!r}: {e}") from None
+    return network, path.stem, weights_hash(path)
+
+
+def read_config(path: Path) -> Config:
+    """The model configuration stored in a weights file."""
+    try:
+        return Config(**json.loads(_metadata(path)["config"]))
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"cannot load model {path.stem!r}: {e!r}") from None
+
+
+def read_model(path: Path):
+    """A new torch ``model.VAE`` (frozen, eval mode) from a weights file."""
+    from safetensors.torch import load_file
+
+    from .intnet import set_mode
+    from .model import VAE
+    try:
+        model = VAE(read_config(path))
         tensors = {k: v.float() for k, v in load_file(str(path)).items()}
         missing = model.load_state_dict(tensors, strict=False).missing_keys
         if any(k.rsplit(".", 1)[-1] not in ("weight", "bias") for k in missing):
@@ -103,10 +146,10 @@ def _metadata(path: Path) -> dict:
         return json.loads(f.read(min(header_len, 1 << 24)))["__metadata__"]
 
 
-def require_channels(model: VAE, name: str, pictures) -> None:
+def require_channels(config: Config, name: str, pictures) -> None:
     """Refuse colour pictures (palette images with their colours) for a grayscale model."""
     from .layers import COLOURS, coding_of
-    if model.config.channels == 1 and any(p.color.shape[0] != 1 or coding_of(p) == COLOURS for p in pictures):
+    if config.channels == 1 and any(p.color.shape[0] != 1 or coding_of(p) == COLOURS for p in pictures):
         raise ModelError(f"model {name!r} is grayscale and cannot code colour images")
 
 

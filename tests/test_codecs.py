@@ -72,6 +72,18 @@ def test_tables_match_the_functions():
     assert np.max(np.abs(tables.NORMAL(t) / tables.ONE - phi)) < 1e-6
 
 
+def test_stored_tables_are_what_decimal_arithmetic_builds():
+    """tables.npz (read at import, for start-up time) holds exactly the tables ``python -m vaezip.tables`` builds."""
+    from vaezip import config  # noqa: F401  (registers the channel coefficients' table)
+    assert set(tables.BUILDERS) == {"logistic", "normal", "log2", "exp2", "logistic_slope", "exp_neg", "gauss_slope",
+                                    "coef_tanh"}
+    with np.load(tables.STORE) as stored:
+        assert set(stored.files) == set(tables.BUILDERS)
+        for name, build in tables.BUILDERS.items():
+            fresh = build()
+            assert stored[name].dtype == fresh.dtype and np.array_equal(stored[name], fresh), name
+
+
 def test_normal_buckets_have_equal_mass():
     for bits in (1, 4, 10):
         edges, centres = tables.normal_buckets(bits)

@@ -17,7 +17,7 @@ from vaezip.container import CodingParams
 from vaezip.compressor import compress, decompress, encode
 from vaezip.container import FormatError, unpack
 from vaezip.image import read_image
-from vaezip.weights import load_model
+from vaezip.weights import load_network
 from conftest import TINY, calibrated_model, png_bytes, smooth_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,7 +165,7 @@ def test_monte_carlo_bits_back_round_trips_an_archive(tiny_gray):
     images = [smooth_image(8 + i % 3, 9, 1, seed=i)[..., 0] for i in range(12)]
     one, two = (vaezip.compress(images, tiny_gray, particles=n, classical=False) for n in (1, 2))
     assert unpack(two)[0].params.particles == 2 and unpack(one)[1] != unpack(two)[1]
-    coder = TileCoder(load_model(tiny_gray)[0], CodingParams(particles=2))
+    coder = TileCoder(load_network(tiny_gray)[0], CodingParams(particles=2))
     real = np.ones((1, 16, 16), bool)
     assert [type(coder.batch((1, 1, 16, 16), real, i)).__name__ for i in range(6)] == \
         ["Choice", "BBANS", "BBANS", "BBANS", "BBIS", "BBIS"]
@@ -208,9 +208,25 @@ def test_cli_stdin_to_stdout(tiny_rgb):
 def vz_file(tiny_rgb, tmp_path) -> Path:
     src = tmp_path / "b.png"
     src.write_bytes(png_bytes(smooth_image(12, 12, 3), "RGB"))
-    assert CliRunner().invoke(main, ["compress", str(src), "--model", tiny_rgb]).exit_code == 0
+    assert CliRunner().invoke(main, ["compress", str(src), "--model", tiny_rgb, "--model-only"]).exit_code == 0
     src.unlink()
     return tmp_path / "b.vz"
+
+
+def test_a_file_without_model_coded_images_decodes_without_its_model(tiny_rgb, tmp_path):
+    """A random model loses to a classical coding, so the file holds no model-coded image: decoding it neither
+    needs the (here unknown) model nor loads torch."""
+    import subprocess
+    import sys
+    src = tmp_path / "c.png"
+    src.write_bytes(png_bytes(smooth_image(12, 12, 3), "RGB"))
+    assert CliRunner().invoke(main, ["compress", str(src), "--model", tiny_rgb]).exit_code == 0
+    header, _ = unpack((tmp_path / "c.vz").read_bytes())
+    assert header.images[0].layers == []
+    code = ("import sys; from vaezip.cli import main; sys.argv = ['vaezip', 'decompress', sys.argv[1], '-o', "
+            "sys.argv[2]]\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code\nassert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.vz"), str(tmp_path / "back.png")], check=True)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "back.png")), np.asarray(Image.open(src)))
 
 
 def _fails(args, match, tmp_path, input=None):

@@ -111,9 +111,11 @@ def test_saved_model_loads_the_same_integers(photo_size, tmp_path):
     assert torch.allclose(rebuilt, block.conv1.w_int, atol=1e-3) and block.conv1.w_int.abs().max() > 100
 
 
-def test_gpu_arithmetic_encodes_what_the_cpu_decodes(photo_size, tmp_path, monkeypatch):
-    """On a GPU the convolutions run as im2col + matrix product; a file so encoded decodes with oneDNN's kernels."""
-    from vaezip import intnet
+@pytest.mark.parametrize("encoder, decoder", [("gpu", "numpy"), ("numpy", "torch")])
+def test_files_decode_across_network_runtimes(encoder, decoder, photo_size, tmp_path, monkeypatch):
+    """A file encoded with the GPU's arithmetic (im2col + matrix product in torch) decodes with NumPy's, and one
+    encoded with NumPy's decodes with oneDNN's kernels (the runtime of large jobs on the CPU)."""
+    from vaezip import intnet, weights
     from vaezip.compressor import compress, decompress
     from vaezip.container import CodingParams, unpack
     from vaezip.image import Picture
@@ -121,7 +123,12 @@ def test_gpu_arithmetic_encodes_what_the_cpu_decodes(photo_size, tmp_path, monke
     save_model(photo_size, path)
     pic = Picture("RGB", smooth_image(70, 50, 3, seed=4).transpose(2, 0, 1).copy())
     with monkeypatch.context() as patch:
-        patch.setattr(intnet, "conv", unfold_conv)
+        if encoder == "gpu":
+            patch.setattr(intnet, "conv", unfold_conv)
+            patch.setattr(weights, "TORCH_SUBPIXELS", 0)
         vz = compress([pic], ["x.png"], path, CodingParams(tile=64, batch=2))
-    (back,) = decompress(*unpack(vz), model_override=path)
+    with monkeypatch.context() as patch:
+        if decoder == "torch":
+            patch.setattr(weights, "TORCH_SUBPIXELS", 0)
+        (back,) = decompress(*unpack(vz), model_override=path)
     assert back.pixel_bytes() == pic.pixel_bytes()

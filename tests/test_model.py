@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vaezip.bound import image_bounds
-from vaezip.likelihood import NO_SHIFT, OFFSET_NATS, SCALE_OFFSETS, Mixture, choose_scale_offsets, mixture_log_prob
+from vaezip.likelihood import Mixture, choose_scale_offsets, mixture_log_prob
+from vaezip.scales import NO_SHIFT, OFFSET_NATS, SCALE_OFFSETS
 from vaezip.intnet import set_mode
 from vaezip.model import VAE, Config
 from vaezip.weights import ASSETS, load_model, model_info, reference_planes, resolve

@@ -1,7 +1,8 @@
 """Portability of .vz files: the shipped models' networks give the same bits under older CPU kernels
-(``ONEDNN_MAX_CPU_ISA``) and other thread counts, and files encoded under one setting decode under every other.
+(``ONEDNN_MAX_CPU_ISA`` for torch, ``OPENBLAS_CORETYPE`` for NumPy's matrix products) and other thread counts, in
+both network runtimes, and files encoded under one setting decode under every other.
 
-Each setting runs in its own process: oneDNN reads its ISA limit once, at start-up.
+Each setting runs in its own process: oneDNN and OpenBLAS read their settings once, at start-up.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 MODELS = {"photo": "photo-crop.png", "cifar10": "cifar10-test-0.png", "mnist": "mnist-test-0.png"}
 SETTINGS = [(None, 3), ("AVX", 1), ("SSE41", 1), (None, 1), ("AVX", 3), ("SSE41", 3)]
+OPENBLAS = {"AVX": "Sandybridge", "SSE41": "Prescott"}     # OpenBLAS kernels of about the same CPU generation
 
 WORKER = """
 import hashlib, json, sys
@@ -23,7 +25,8 @@ from vaezip.compressor import compress, decompress
 from vaezip.container import CodingParams, unpack
 from vaezip.image import read_image
 from vaezip.intnet import exact_arithmetic
-from vaezip.weights import ASSETS, load_model
+from vaezip.model import TorchNetwork
+from vaezip.weights import ASSETS, load_model, load_network
 
 models, threads, encode_dir, decode_dirs = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 torch.set_num_threads(threads)
@@ -46,6 +49,15 @@ for name, pic in pictures.items():
     for o in outputs:
         h.update(o.double().numpy().tobytes())
     hashes[name] = h.hexdigest()
+    for net in (load_network(name)[0], TorchNetwork(model)):     # the coder's view, from either runtime
+        h = hashlib.sha256()
+        mean, log_std = net.posterior(x.numpy())
+        feats = net.features(mean + 0.37 * np.exp(log_std))
+        for t in range(model.num_stages):
+            for v in net.stage(t, feats, x.numpy()).values():
+                h.update(v.tobytes())
+        hashes[name + (" numpy" if net.__class__.__name__ == "Network" else " torch")] = h.hexdigest()
+    assert hashes[name + " numpy"] == hashes[name + " torch"]
     if encode_dir != "-":
         params = CodingParams(tile=32, batch=2)
         Path(encode_dir, name + ".vz").write_bytes(compress([pic], ["x.png"], name, params))
@@ -59,9 +71,11 @@ print(json.dumps(hashes))
 
 def run(setting: tuple[str | None, int], encode_dir: str = "-", *decode_dirs: str) -> dict:
     isa, threads = setting
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")}
+    env["OPENBLAS_NUM_THREADS"] = str(threads)
     if isa:
         env["ONEDNN_MAX_CPU_ISA"] = isa
+        env["OPENBLAS_CORETYPE"] = OPENBLAS[isa]
     proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(MODELS), str(threads), encode_dir, *decode_dirs],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -235,3 +235,45 @@ def test_push_rejects_invalid_intervals():
     for start, freq in (([0], [0]), ([-1], [1]), ([255], [2]), ([0], [257])):
         with pytest.raises(ValueError, match="freq"):
             rans.push(Message(1), np.array(start), np.array(freq), 8)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    lanes=st.sampled_from([1, 2, 5, 16]),
+    n=st.integers(0, 600),
+    precision=st.integers(1, 12),
+    strict=st.booleans(),
+)
+def test_few_lanes_code_symbol_by_symbol_exactly_as_chunks_do(seed, lanes, n, precision, strict):
+    """Messages of at most SCALAR_LANES lanes push in Python integers and pop by searching CDF rows: the same
+    message, tail words and symbols as the vectorized chunks (forced here with SCALAR_LANES = 0), also when pops
+    run past the tail into the virtual words."""
+    rng = np.random.default_rng(seed)
+    cdf = np.sort(rng.choice(np.arange(1, 1 << precision), min(7, (1 << precision) - 1), replace=False))
+    cdf = np.concatenate([[0], cdf, [1 << precision]])
+    rows = np.stack([cdf] * n) if n else np.zeros((0, cdf.size), np.int64)
+    symbols = rng.integers(0, cdf.size - 1, n)
+    start, freq = cdf[symbols], cdf[symbols + 1] - cdf[symbols]
+
+    def lookup(cf, idx):
+        s = np.searchsorted(cdf, cf.astype(np.int64), side="right") - 1
+        return s, cdf[s], cdf[s + 1] - cdf[s]
+
+    def coded(scalar_lanes):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(rans, "SCALAR_LANES", scalar_lanes)
+            msg = Message(lanes)
+            rans.push(msg, start, freq, precision)
+            pushed = msg.copy()
+            if strict:
+                msg = Message.from_bytes(msg.to_bytes(), lanes)
+            popped = rans.pop(msg, n, lookup, precision, lambda idx: rows[idx])
+            extra = rans.pop(Message(lanes), 3 * lanes, lookup, precision, lambda idx: np.stack([cdf] * 3 * lanes)[idx])
+            return pushed, msg, popped, extra
+
+    (pushed, msg, popped, extra), expected = coded(16), coded(0)
+    assert pushed == expected[0] and msg == expected[1]
+    assert np.array_equal(popped, symbols) and np.array_equal(expected[2], symbols)
+    assert np.array_equal(extra, expected[3])
+    msg.check_initial()

@@ -1,0 +1,86 @@
+"""Scale calibration: the encoder's per tile, stage and channel shift of the model's log-scales, and its search.
+
+For each tile, stage and channel the encoder may shift the log-scales by one of SCALE_OFFSETS (whole steps of the
+coder's log-scale grid), coded at 8-bit frequencies (index NO_SHIFT is by far the cheapest), so a model that is over-
+or under-confident on some image pays little for it. Only the encoder searches; the decoder reads the choice.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .codecs import LOG_SCALE_RANGE, LOG_SCALE_STEP
+
+SCALE_OFFSETS = np.arange(-4, 11) * 2 * LOG_SCALE_STEP
+NO_SHIFT = 4
+SCALE_FREQS = np.where(np.arange(len(SCALE_OFFSETS)) == NO_SHIFT, 242, 1)   # sums to 2^8
+SCALE_CDF = np.concatenate([[0], np.cumsum(SCALE_FREQS)])
+OFFSET_NATS = -np.log(SCALE_FREQS / SCALE_FREQS.sum())
+CALIBRATION_PIXELS = 1 << 14        # the choice is made on at most about this many pixels of a batch's stage
+
+
+def channel_means(x: np.ndarray, mix: dict) -> np.ndarray:
+    """Means (B, K, C, h, w) with the linear channel dependence applied, given the stage's pixels x (B, C, h, w)."""
+    means = mix["means"].copy()
+    u = x.astype(np.float64) - 127.5
+    for c in range(1, x.shape[1]):
+        first = c * (c - 1) // 2            # coefficients of channel c: (c, 0), (c, 1), ...
+        for j in range(c):
+            means[:, :, c] += mix["coefficients"][:, :, first + j] * u[:, None, j]
+    return means
+
+
+def choose_offsets(x: np.ndarray, mix: dict, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per tile and channel, the index into SCALE_OFFSETS that codes the stage's pixels ``x`` (B, C, h, w) in the
+    fewest bits, the offset's own cost included; (B, C) int64. ``mix``: the stage's mixture as arrays
+    ``logit_weights``, ``means``, ``log_scales`` (B, K, C, h, w), ``coefficients``; ``mask`` (B, h, w): real pixels.
+
+    Estimated in float64 on a strided subset of at most about CALIBRATION_PIXELS pixels of the batch, by a
+    coarse-to-fine search (every third offset, then the neighbours of the best), which assumes the cost is unimodal
+    in the offset.
+    """
+    b, c, h, w = x.shape
+    step = max(1, math.ceil(math.sqrt(b * h * w / CALIBRATION_PIXELS)))
+    sub = lambda a: a[..., ::step, ::step]
+    x, mix = sub(x), {k: sub(v) for k, v in mix.items()}
+    weight = np.ones((b, 1) + x.shape[2:]) if mask is None else sub(mask)[:, None].astype(np.float64)
+    centered = x[:, None].astype(np.float64) - channel_means(x, mix)
+    # each bin as sigma(upper / s) - sigma(lower / s), mirrored above the mean (where both are near 1) so that the
+    # difference keeps its precision; the outer bins are open
+    flip = centered > 0
+    upper = np.where(flip, 0.5 - centered, centered + 0.5)
+    lower = np.where(flip, -0.5 - centered, centered - 0.5)
+    upper[np.broadcast_to(np.where(flip, x[:, None] == 0, x[:, None] == 255), upper.shape)] = np.inf
+    lower[np.broadcast_to(np.where(flip, x[:, None] == 255, x[:, None] == 0), lower.shape)] = -np.inf
+    logits = mix["logit_weights"] - mix["logit_weights"].max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=1, keepdims=True)
+    offset_bits = OFFSET_NATS / math.log(2)
+
+    def cost(idx: np.ndarray) -> np.ndarray:
+        log_scales = np.clip(mix["log_scales"] + SCALE_OFFSETS[idx][:, None, :, None, None], *LOG_SCALE_RANGE)
+        inv_s = np.exp(-log_scales)
+        with np.errstate(over="ignore", invalid="ignore"):
+            p = _sigmoid(upper * inv_s) - _sigmoid(lower * inv_s)
+        prob = np.maximum((weights * p).sum(axis=1), 1e-30)
+        return -(np.log2(prob) * weight).sum((2, 3)) * step ** 2 + offset_bits[idx]
+
+    coarse = np.arange(1, len(SCALE_OFFSETS), 3)
+    costs = np.stack([cost(np.full((b, c), i)) for i in coarse], axis=-1)
+    idx = coarse[costs.argmin(-1)]
+    best = costs.min(-1)
+    for side in (idx - 1, idx + 1):
+        side = np.clip(side, 0, len(SCALE_OFFSETS) - 1)
+        side_cost = cost(side)
+        idx = np.where(side_cost < best, side, idx)
+        best = np.minimum(side_cost, best)
+    return idx
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-v)), in place; 0 at -inf, 1 at +inf."""
+    np.negative(v, out=v)
+    np.exp(v, out=v)
+    v += 1
+    return np.reciprocal(v, out=v)
