@@ -105,9 +105,10 @@ def _seconds(fn) -> float:
 
 
 def mosaic(data: Path | None, path: Path) -> None:
-    """3840 x 3072 (11.8 MP): Kodak photos tiled 5 x 6 in their landscape orientation."""
+    """3840 x 3072 (11.8 MP): Kodak photos in their landscape orientation tiled 5 x 6 (the first six twice)."""
     photos = [np.asarray(Image.open(p).convert("RGB")) for p in kodak_paths(data)]
     photos = [p if p.shape[0] == 512 else p.transpose(1, 0, 2) for p in photos]
+    photos += photos[:30 - len(photos)]
     rows = [np.concatenate(photos[r * 5:(r + 1) * 5], axis=1) for r in range(6)]
     Image.fromarray(np.concatenate(rows, axis=0)[:3072, :3840]).save(path)
 
