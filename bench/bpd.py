@@ -248,7 +248,8 @@ def markdown(r: dict) -> str:
              f"- bits/dim = 8 x (bytes of all output files) / subpixels; every output was decoded and compared "
              f"with the original pixels.",
              f"- Machine: {m['cores']} cores ({m['cpu']}), {m['threads']} thread(s) for torch, JPEG 2000 and "
-             f"JPEG XL; {m['platform']}, Python {m['python']}, torch {m['torch']}, Pillow {m['pillow']}, "
+             f"the JPEG XL baselines (vaezip's NumPy networks and its own JPEG XL streams use every core); "
+             f"{m['platform']}, Python {m['python']}, torch {m['torch']}, Pillow {m['pillow']}, "
              f"imagecodecs {m['imagecodecs']}.",
              f"- Wall time of the whole run: {r['wall_s']:.0f} s.", "",
              "## Measured", "",

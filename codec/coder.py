@@ -111,8 +111,8 @@ class TileCoder:
     def estimate_bits(self, planes: list[np.ndarray]) -> float:
         """About the bits the model codes colour ``planes`` (C, H, W) in: per batch of tiles, -log2 q(x|z) with
         the encoder's scale offsets (their cost included) at z = the posterior's mean bucket, plus its latent bits
-        under the prior less those of the posterior (bits back). For choosing a model, in a fraction of a coding's
-        time."""
+        under the prior less those of the posterior (bits back). For choosing a model and for screening pictures
+        (``compressor.screen``), in a fraction of a coding's time."""
         total = 0
         tiles = plan_tiles([p.shape for p in planes], self.params.tile, self.config.grid)
         for batch in plan_batches(tiles, self.params.batch, self.params.tile):

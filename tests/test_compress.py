@@ -62,6 +62,32 @@ def test_icc_profile_and_png_output_kept(tiny_rgb):
     assert again.icc == icc and np.array_equal(again.color, pic.color)
 
 
+def test_estimate_is_close_to_the_coded_size(tiny_rgb):
+    """The coder's quick estimate (model choice, screening) is within a few percent of what the model codes."""
+    pic = read_image(png_bytes(smooth_image(64, 96, 3), "RGB"))
+    params = CodingParams(tile=64, batch=2)
+    estimate = TileCoder(load_network(tiny_rgb)[0], params).estimate_bits([pic.color])
+    coded = 8 * len(compress([pic], ["x.png"], tiny_rgb, params, classical=False))
+    assert abs(coded - estimate) < 0.03 * coded + 600
+
+
+def test_large_pictures_that_jpeg_xl_codes_far_shorter_skip_the_model(tiny_rgb, monkeypatch):
+    """A 512 x 512 flat graphic (2^18 pixels): screened, coded by a classical coder, the model's coding never run."""
+    from vaezip import compressor
+    from vaezip.layers import BYTES
+    arr = np.zeros((512, 512, 3), np.uint8)
+    arr[100:300, 50:400] = (200, 30, 90)
+    arr[::16] = 255
+    pic = read_image(png_bytes(arr, "RGB"))
+    monkeypatch.setattr(TileCoder, "stages", lambda *a, **k: pytest.fail("the model coded a screened picture"))
+    assert compressor.screen([pic], [0], tiny_rgb, CodingParams())[0] in BYTES
+    vz = compress([pic], ["x.png"], tiny_rgb, CodingParams())
+    header, _ = unpack(vz)
+    assert header.images[0].coding in BYTES and header.lanes == 1
+    (back,) = decompress(header, unpack(vz)[1])
+    assert back.pixel_bytes() == pic.pixel_bytes()
+
+
 def test_rate_is_close_to_the_model_elbo(tiny_rgb):
     """The file costs the model's -ELBO plus a bounded overhead (header, flush, initial bits)."""
     from vaezip.bound import image_bounds
