@@ -186,7 +186,7 @@ _SUB = rans.SUB_LANES  # lazy codecs evaluate C on blocks of at most this many s
 _U_SCALE = 1 << (STEP_BITS + FRAC_BITS)  # IntCdf.scaled takes (t + radius) * 2^20
 _WINDOW = 16  # symbols searched around a wrong pop guess
 _FULL_SEARCH = 1 << 16  # most C evaluations for searching the whole alphabet for a few symbols at once
-_TWO_ROUNDS = 4096  # blocks of at most this many symbols search levels in two rounds, larger ones bisect
+_TWO_ROUNDS = 128  # blocks of at most this many symbols search levels in two rounds, larger ones bisect
 _COARSE = 1 << 13  # the two rounds' first one is evaluated for this many consecutive symbols at once
 _OPEN = float(1 << 20)  # stands in for an infinite edge: beyond every table radius, yet |u| << 2^63
 

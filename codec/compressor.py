@@ -21,6 +21,7 @@ SMALL = 1 << 14                # subpixels below which the probe is JPEG XL's fa
 FLAT = 2.5                     # bits per subpixel of the probe below which PNG is tried too
 SCREEN_PIXELS = 1 << 18        # images of at least this many pixels are screened before the model codes them:
 MARGIN = 1.02                  # a classical coding shorter than this times the model's estimate skips the model
+RECODE_GAIN = 1e-3             # an archive is coded again with classical codings if that saves this much of it
 
 
 def checksum(pictures: list[Picture]) -> bytes:
@@ -123,7 +124,7 @@ def screen(pictures: list[Picture], codings: list[int], model_name: str, params:
             crop = replace(pic, color=centre(pic.color), alpha=None if pic.alpha is None else centre(pic.alpha))
             bits = estimate_bits(model_name, [color for color, _ in split(crop, coding)], params, device)
             estimate = bits / 8 * len(classical.jpeg_xl(pic)) / len(classical.jpeg_xl(crop))
-            coding = cheaper_coding(pic, MARGIN * estimate) or coding
+            coding = cheaper_coding(pic, MARGIN * estimate)[0] or coding
         out.append(coding)
     return out
 
@@ -150,8 +151,9 @@ def encode(pictures: list[Picture], names: list[str], codings: list[int], model_
     return pack(header, msg.to_bytes() + b"".join(b for b in blobs if b is not None)), bits
 
 
-def cheaper_coding(pic: Picture, model_bytes: float) -> int | None:
-    """STORED, JPEG_XL or PNG if that codes the picture in fewer bytes than ``model_bytes``, else None.
+def cheaper_coding(pic: Picture, model_bytes: float) -> tuple[int | None, float]:
+    """(STORED, JPEG_XL or PNG, its bytes) if that codes the picture in fewer bytes than ``model_bytes``, else
+    (None, model_bytes).
 
     The classical coders run (JPEG XL at full effort; PNG, whose deflate only wins on flat content, below FLAT bits
     per subpixel) only when a quick JPEG XL probe comes within PROMISING of the model: where the model is far ahead
@@ -162,7 +164,8 @@ def cheaper_coding(pic: Picture, model_bytes: float) -> int | None:
         sizes[JPEG_XL] = len(classical.jpeg_xl(pic))
         if 8 * probe < FLAT * pic.subpixels:
             sizes[PNG] = len(classical.png(pic))
-    return min(sizes, key=sizes.get)
+    best = min(sizes, key=sizes.get)
+    return best, sizes[best]
 
 
 def compress(pictures: list[Picture], names: list[str], model_name: str | None, params: CodingParams,
@@ -171,8 +174,9 @@ def compress(pictures: list[Picture], names: list[str], model_name: str | None, 
 
     Each picture is coded by the model, unless (with ``classical``) storing its raw pixels or a classical stream is
     shorter: for a single image, than its model-coded file; in an archive, than the bits the model spent on the
-    picture's tiles, and the archive keeps whichever whole file is shorter. A large picture that a classical coding
-    codes far shorter than the model's estimate (``screen``) is not coded by the model at all."""
+    picture's tiles, and the archive, coded again when that saves at least RECODE_GAIN of it (another pass of the
+    model), keeps whichever whole file is shorter. A large picture that a classical coding codes far shorter than
+    the model's estimate (``screen``) is not coded by the model at all."""
     params.check()
     codings = [coding_of(p) for p in pictures]
     if model_name is None:
@@ -186,9 +190,10 @@ def compress(pictures: list[Picture], names: list[str], model_name: str | None, 
     if not classical:
         return best
     spent = [len(best)] if len(pictures) == 1 else bits / 8
-    cheaper = [None if c in BYTES else cheaper_coding(p, b) for p, c, b in zip(pictures, codings, spent)]
-    if any(c is not None for c in cheaper):
-        codings = [c if c is not None else old for c, old in zip(cheaper, codings)]
+    cheaper = [(None, b) if c in BYTES else cheaper_coding(p, b) for p, c, b in zip(pictures, codings, spent)]
+    saving = sum(b - size for b, (_, size) in zip(spent, cheaper))
+    if saving > 0 and (len(pictures) == 1 or saving >= RECODE_GAIN * len(best)):
+        codings = [c if c is not None else old for (c, _), old in zip(cheaper, codings)]
         best = min(best, encode(pictures, names, codings, model_name, params, archive, device)[0], key=len)
     return best
 
