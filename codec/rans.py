@@ -21,8 +21,9 @@ HEAD_MIN = 1 << 31
 # cache-sized and are not freshly page-faulted per chunk, while the per-call overhead of NumPy stays amortized.
 SUB_LANES = 1 << 14
 # messages of at most this many lanes are coded symbol by symbol in Python integers: for few lanes the NumPy calls of
-# a chunk cost far more than its arithmetic (a 32 x 32 image has one lane)
-SCALAR_LANES = 16
+# a chunk cost far more than its arithmetic (a 32 x 32 image has one lane). Measured crossovers (docs/CODER.md):
+SCALAR_PUSH_LANES = 32
+SCALAR_POP_LANES = 1
 TABLE_ENTRIES = 1 << 21  # pop with few lanes tabulates the CDF rows of at most this many entries at a time
 _LEN_BITS = 5  # per-lane bit-length code in the serialized head: bit_length - 32, in 0..31
 
@@ -184,7 +185,7 @@ def push_with(msg, n, start_freq, precision):
     """Push n symbols whose (start, freq) arrays ``start_freq(idx)`` gives for the slice ``idx`` of 0..n-1."""
     _check_precision(precision)
     lanes = msg.lanes
-    if lanes <= SCALAR_LANES:
+    if lanes <= SCALAR_PUSH_LANES:
         return _push_scalar(msg, n, *start_freq(slice(0, n)), precision)
     for lo in range((n - 1) // lanes * lanes, -1, -lanes):
         r = min(lanes, n - lo)
@@ -226,10 +227,10 @@ def pop(msg, n, lookup, precision, rows=None):
     ``lookup(cf, idx)`` maps the cumulative frequencies ``cf`` (uint64, read only) of the symbols at the slice
     ``idx`` to (symbols, start, freq) arrays with start <= cf < start + freq.  (The codecs' ``start_freq``
     gives the intervals of the returned symbols again where a caller needs them.) ``rows(idx)``, where given,
-    is the same distribution as a table, (m, alphabet + 1) CDF rows, which messages with few lanes search instead.
+    is the same distribution as a table, (m, alphabet + 1) CDF rows, which a message of one lane searches instead.
     """
     _check_precision(precision)
-    if rows is not None and msg.lanes <= SCALAR_LANES:
+    if rows is not None and msg.lanes <= SCALAR_POP_LANES:
         return _pop_scalar(msg, n, rows, precision)
     lanes, mask = msg.lanes, np.uint64((1 << precision) - 1)
     symbols = None

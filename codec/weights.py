@@ -107,7 +107,10 @@ def _load_network(path: Path, mtime: int, size: int, runtime: str, device: str):
     from .npnet import Network
     try:
         network = Network(read_config(path), load_file(str(path)))
-    except (OSError, KeyError, TypeError, ValueError, SafetensorError) as e:
+    except KeyError:
+        raise ModelError(f"cannot load model {path.stem!r}: not an integer model (weights of an older vaezip?)") \
+            from None
+    except (OSError, TypeError, ValueError, SafetensorError) as e:
         raise ModelError(f"cannot load model {path.stem!r}: {e}") from None
     return network, path.stem, weights_hash(path)
 

@@ -331,6 +331,21 @@ def test_error_wrong_or_missing_model(vz_file, tiny_gray, tmp_path):
     assert res.exit_code == 1 and "cannot load model" in res.output and set(tmp_path.rglob("*")) == before
 
 
+def test_error_weights_without_integer_networks(tmp_path):
+    """A weights file with a configuration but float weights only (an older vaezip's) is refused in one line."""
+    import json
+    from dataclasses import asdict
+    from safetensors.numpy import save_file
+    from vaezip.model import Config
+    path = tmp_path / "old.safetensors"
+    save_file({"encoder.conv_in.weight": np.zeros((4, 3, 3, 3), np.float32)}, str(path),
+              metadata={"config": json.dumps(asdict(Config(**TINY)))})
+    res = CliRunner().invoke(main, ["compress", str(ROOT / "assets" / "example.png"), "-o", str(tmp_path / "e.vz"),
+                                    "--model", str(path), "--model-only"])
+    assert res.exit_code == 1 and "not an integer model" in res.output
+    assert not (tmp_path / "e.vz").exists()
+
+
 def test_error_absurd_header_sizes(vz_file):
     import struct
     import zlib

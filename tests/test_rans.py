@@ -240,15 +240,15 @@ def test_push_rejects_invalid_intervals():
 @SETTINGS
 @given(
     seed=st.integers(0, 2**32 - 1),
-    lanes=st.sampled_from([1, 2, 5, 16]),
+    lanes=st.sampled_from([1, 2, 5, 32]),
     n=st.integers(0, 600),
     precision=st.integers(1, 12),
     strict=st.booleans(),
 )
 def test_few_lanes_code_symbol_by_symbol_exactly_as_chunks_do(seed, lanes, n, precision, strict):
-    """Messages of at most SCALAR_LANES lanes push in Python integers and pop by searching CDF rows: the same
-    message, tail words and symbols as the vectorized chunks (forced here with SCALAR_LANES = 0), also when pops
-    run past the tail into the virtual words."""
+    """Messages of few lanes push in Python integers and pop by searching CDF rows (here forced for every lane
+    count tested): the same message, tail words and symbols as the vectorized chunks (forced with thresholds 0),
+    also when pops run past the tail into the virtual words."""
     rng = np.random.default_rng(seed)
     cdf = np.sort(rng.choice(np.arange(1, 1 << precision), min(7, (1 << precision) - 1), replace=False))
     cdf = np.concatenate([[0], cdf, [1 << precision]])
@@ -262,7 +262,8 @@ def test_few_lanes_code_symbol_by_symbol_exactly_as_chunks_do(seed, lanes, n, pr
 
     def coded(scalar_lanes):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(rans, "SCALAR_LANES", scalar_lanes)
+            patch.setattr(rans, "SCALAR_PUSH_LANES", scalar_lanes)
+            patch.setattr(rans, "SCALAR_POP_LANES", scalar_lanes)
             msg = Message(lanes)
             rans.push(msg, start, freq, precision)
             pushed = msg.copy()
@@ -272,7 +273,7 @@ def test_few_lanes_code_symbol_by_symbol_exactly_as_chunks_do(seed, lanes, n, pr
             extra = rans.pop(Message(lanes), 3 * lanes, lookup, precision, lambda idx: np.stack([cdf] * 3 * lanes)[idx])
             return pushed, msg, popped, extra
 
-    (pushed, msg, popped, extra), expected = coded(16), coded(0)
+    (pushed, msg, popped, extra), expected = coded(32), coded(0)
     assert pushed == expected[0] and msg == expected[1]
     assert np.array_equal(popped, symbols) and np.array_equal(expected[2], symbols)
     assert np.array_equal(extra, expected[3])
