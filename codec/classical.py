@@ -6,19 +6,17 @@ that is shorter (``compressor.compress``); its bytes follow the rANS message in 
 """
 from __future__ import annotations
 
-import hashlib
 import os
-from collections import OrderedDict
 
 import numpy as np
 
 from .container import FormatError, ImageRecord
 from .image import MODES, Picture
 from .layers import CODINGS, JPEG_XL, PNG, STORED
+from .memo import digest, remembered
 
 FINAL_EFFORT = 7        # JPEG XL effort of the streams written (cjxl's default)
 PROBE_EFFORT = 3        # a quick estimate of what JPEG XL gets (about 50 ms for a 768 x 512 photo)
-MEMO = 8                # streams remembered per coder
 
 
 def as_array(pic: Picture) -> np.ndarray:
@@ -28,28 +26,18 @@ def as_array(pic: Picture) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
 
 
-def _remembered(fn):
-    """Remember the last MEMO streams of ``fn(pic, *args)`` by the picture's pixels: the encoder asks for the same
-    stream when it compares codings and again when it writes the file."""
-    memo: OrderedDict = OrderedDict()
-
-    def wrapper(pic: Picture, *args):
-        key = (pic.mode, pic.color.shape, hashlib.blake2b(pic.pixel_bytes()).digest(), args)
-        if key not in memo:
-            memo[key] = fn(pic, *args)
-            if len(memo) > MEMO:
-                memo.popitem(last=False)
-        return memo[key]
-    return wrapper
+def _pixels(pic: Picture, *args) -> tuple:
+    """What a classical stream of the picture depends on."""
+    return pic.mode, digest(pic.color, pic.alpha), args
 
 
-@_remembered
+@remembered(_pixels)
 def jpeg_xl(pic: Picture, effort: int = FINAL_EFFORT) -> bytes:
     import imagecodecs
     return imagecodecs.jpegxl_encode(as_array(pic), lossless=True, effort=effort, numthreads=os.cpu_count())
 
 
-@_remembered
+@remembered(_pixels)
 def png(pic: Picture) -> bytes:
     """The shortest of PNG's filter choices at full deflate level, of the samples alone (palette images: their
     indices as gray; the record holds the rest). Often a fifth shorter than a PNG writer's own optimization."""

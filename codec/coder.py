@@ -17,7 +17,7 @@ import numpy as np
 from . import codecs
 from .container import CodingParams, ImageRecord
 from .layers import Layer
-from .scales import NO_SHIFT, SCALE_CDF, SCALE_OFFSETS, choose_offsets
+from .scales import NO_SHIFT, SCALE_CDF, SCALE_OFFSETS, channel_mean, choose_offsets
 from .tiles import PAD, gather, mask, plan_batches, plan_tiles, scatter, shape
 
 ALPHA_PRECISION = 16
@@ -37,7 +37,9 @@ class TileCoder:
         return x if x.shape[1] == self.config.channels else np.repeat(x, self.config.channels, axis=1)
 
     def posterior(self, x: np.ndarray) -> codecs.GaussianPosterior:
-        mean, log_std = self.net.posterior(self._planes(x))
+        return self._posterior(*self.net.posterior(self._planes(x)))
+
+    def _posterior(self, mean: np.ndarray, log_std: np.ndarray) -> codecs.GaussianPosterior:
         return self.latent.posterior(mean.ravel(), precision=self.params.posterior_precision,
                                      log_sigma=log_std.ravel())
 
@@ -118,8 +120,7 @@ class TileCoder:
         for batch in plan_batches(tiles, self.params.batch, self.params.tile):
             x, real = gather(planes, batch), mask(batch)
             mean, log_std = self.net.posterior(self._planes(x))
-            posterior = self.latent.posterior(mean.ravel(), precision=self.params.posterior_precision,
-                                              log_sigma=log_std.ravel())
+            posterior = self._posterior(mean, log_std)
             z = self.latent.bucket(mean.ravel())
             latent = (z.size * self.latent.bits << codecs.LOG_FRAC) + codecs.log2_probability(posterior, z, 1)
             total += int(latent.sum()) - int(self._log2_likelihood(x, real, z, calibrate=True).sum())
@@ -146,11 +147,7 @@ class TileCoder:
     def _pixels(self, mix: dict, xs: np.ndarray, ms: np.ndarray, c: int, picks: np.ndarray) -> codecs.TableCodec:
         """Mixture codec for channel c of one stage's real pixels; means shifted by the channels before c, log-scales
         by each tile's chosen offset (``picks``, indices into SCALE_OFFSETS). All values are exact dyadic numbers."""
-        means = mix["means"][:, :, c]
-        if c > 0:
-            first = c * (c - 1) // 2          # coefficients of channel c: (c, 0), (c, 1), ...
-            for j in range(c):
-                means = means + mix["coefficients"][:, :, first + j] * (xs[:, None, j].astype(np.float64) - 127.5)
+        means = channel_mean(xs, mix, c)
         pick = lambda a: np.moveaxis(a, 1, -1)[ms]          # (B, K, h, w) -> (n, K) over real pixels
         log_scales = mix["log_scales"][:, :, c] + SCALE_OFFSETS[picks][:, None, None, None]
         return codecs.LogisticMixture(pick(means), pick(log_scales), pick(mix["logit_weights"][:, :, c]),

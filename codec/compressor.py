@@ -11,6 +11,7 @@ from .coder import Archive, TileCoder
 from .container import CHECKSUM_BYTES, HASH_BYTES, LIMITS, CodingParams, FormatError, Header, ImageRecord, pack
 from .image import Picture
 from .layers import BYTES, JPEG_XL, PNG, STORED, STREAMS, Layer, coding_of, join, split
+from .memo import digest, remembered
 from .rans import CorruptMessage, Message
 from .weights import ModelError, load_network, read_config, require_channels, resolve, shipped_models, weights_hash
 
@@ -80,19 +81,11 @@ def sample(layers: list[Layer]) -> list[np.ndarray]:
     return out
 
 
-_ESTIMATES: dict = {}
-
-
-def estimate_bits(model_name: str, planes: list[np.ndarray], params: CodingParams, device: str = "cpu") -> float:
+@remembered(lambda model_name, planes, params, device: (model_name, params, device, digest(*planes)))
+def estimate_bits(model_name: str, planes: list[np.ndarray], params: CodingParams, device: str) -> float:
     """``TileCoder.estimate_bits``, remembered for the last pictures (the model choice and ``screen`` ask for the
     same centre of a single image)."""
-    key = (model_name, params, device, hashlib.blake2b(b"".join(p.tobytes() + bytes(str(p.shape), "ascii")
-                                                                for p in planes)).digest())
-    if key not in _ESTIMATES:
-        if len(_ESTIMATES) >= 16:
-            _ESTIMATES.clear()
-        _ESTIMATES[key] = TileCoder(load_network(model_name, device)[0], params).estimate_bits(planes)
-    return _ESTIMATES[key]
+    return TileCoder(load_network(model_name, device)[0], params).estimate_bits(planes)
 
 
 def choose_model(layers: list[Layer], params: CodingParams, device: str = "cpu") -> str:

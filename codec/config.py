@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from .tables import stored, tanh_table
 
+ACT_MAX = 1023              # activations that feed a convolution: 0..1023 (after ReLU) or -1023..1023
+STREAM_MAX = 1 << 20        # a residual stream is clamped here (headroom for growth through the blocks)
 PHASES = ((1, 1), (0, 1), (1, 0))   # order in which a level fills the three non-anchor phases of each 2x2 cell
 PIXEL_SCALE = 1 / 255               # network input 2x - 255: the [-1, 1] pixel scale in integer units
 Z_STEP, Z_MAX = 1 / 256, 1024       # latent input grid and clamp (|z| <= 4)

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ACT_MAX, STREAM_MAX
+
 EXACT = 1 << 24             # |every partial sum| below this: float32 holds it exactly
 WEIGHT_MAX = (1 << 15) - 1  # integer weights are stored as int16
-ACT_MAX = 1023              # activations that feed a convolution: 0..1023 (after ReLU) or -1023..1023
 STREAM_UNITS = 1 << 15      # a residual stream resolves its calibrated range into this many units
-STREAM_MAX = 1 << 20        # and is clamped here (headroom for growth through the blocks)
 HEADROOM = 1.25             # calibrated ranges: this times the largest value seen per channel
 SHIFT_RANGE = (-30, 30)
 MODES = ("float", "train", "frozen")

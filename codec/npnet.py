@@ -15,9 +15,8 @@ import numpy as np
 
 from .codecs import (LOG_SCALE_RANGE, LOG_SCALE_STEP, LOGIT_STEP, MEAN_RANGE, MEAN_STEP, POST_LOG_SIGMA_STEP,
                      POST_MEAN_RANGE, POST_MEAN_STEP)
-from .config import COEF_COUNT, COEF_TABLE, LOG_STD_RANGE, LOGIT_MAX, Z_MAX, Z_STEP, Config
+from .config import ACT_MAX, COEF_COUNT, COEF_TABLE, LOG_STD_RANGE, LOGIT_MAX, STREAM_MAX, Z_MAX, Z_STEP, Config
 
-ACT_MAX, STREAM_MAX = 1023, 1 << 20          # as in intnet
 COLUMNS = 1 << 22                             # floats of one chunk of shifted views (16 MiB)
 
 

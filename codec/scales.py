@@ -20,15 +20,14 @@ OFFSET_NATS = -np.log(SCALE_FREQS / SCALE_FREQS.sum())
 CALIBRATION_PIXELS = 1 << 14        # the choice is made on at most about this many pixels of a batch's stage
 
 
-def channel_means(x: np.ndarray, mix: dict) -> np.ndarray:
-    """Means (B, K, C, h, w) with the linear channel dependence applied, given the stage's pixels x (B, C, h, w)."""
-    means = mix["means"].copy()
-    u = x.astype(np.float64) - 127.5
-    for c in range(1, x.shape[1]):
-        first = c * (c - 1) // 2            # coefficients of channel c: (c, 0), (c, 1), ...
-        for j in range(c):
-            means[:, :, c] += mix["coefficients"][:, :, first + j] * u[:, None, j]
-    return means
+def channel_mean(x: np.ndarray, mix: dict, c: int) -> np.ndarray:
+    """Means (B, K, h, w) of channel c with the linear channel dependence applied, given the pixels x (B, C', h, w)
+    of the channels before it (exact dyadic numbers: the coefficients are on a 2^-14 grid)."""
+    mean = mix["means"][:, :, c]
+    first = c * (c - 1) // 2            # coefficients of channel c: (c, 0), (c, 1), ...
+    for j in range(c):
+        mean = mean + mix["coefficients"][:, :, first + j] * (x[:, None, j].astype(np.float64) - 127.5)
+    return mean
 
 
 def choose_offsets(x: np.ndarray, mix: dict, mask: np.ndarray | None = None) -> np.ndarray:
@@ -45,7 +44,8 @@ def choose_offsets(x: np.ndarray, mix: dict, mask: np.ndarray | None = None) -> 
     sub = lambda a: a[..., ::step, ::step]
     x, mix = sub(x), {k: sub(v) for k, v in mix.items()}
     weight = np.ones((b, 1) + x.shape[2:]) if mask is None else sub(mask)[:, None].astype(np.float64)
-    centered = x[:, None].astype(np.float64) - channel_means(x, mix)
+    means = np.stack([channel_mean(x, mix, k) for k in range(c)], axis=2)
+    centered = x[:, None].astype(np.float64) - means
     # each bin as sigma(upper / s) - sigma(lower / s), mirrored above the mean (where both are near 1) so that the
     # difference keeps its precision; the outer bins are open
     flip = centered > 0
