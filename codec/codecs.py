@@ -1,36 +1,36 @@
 """Composable codecs over a ``rans.Message``.
 
 A codec has ``push(msg, symbols)`` and ``pop(msg) -> symbols`` with its distribution bound at construction.
-Table codecs code flat int64 symbol arrays of a fixed length ``n``: ``start_freq`` is the single place where a
-codec's integer (start, freq) pairs come from, and ``lookup`` (used by pop) inverts it in the same integer
-arithmetic, so push and pop cannot disagree.  Parameters of the continuous families are snapped to fixed grids
-first; the snapped values are the only input to the integer CDFs (see ``codec.tables``).
+Table codecs code flat int64 symbol arrays of a fixed length ``n`` with an integer CDF, ``cdf`` (a
+``kernels.Cdf``): the compiled kernels take push's intervals from it (``start_freq``) and search it in pop, so
+push and pop cannot disagree.  Parameters of the continuous families are snapped to fixed grids first; the
+snapped values are the only input to the integer CDFs (see ``codec.tables``).
 """
 
-from statistics import NormalDist
+from functools import cached_property
 
 import numpy as np
 
-from . import rans
+from . import kernels, rans
+from .kernels import DIVIDED, MIXTURE, ROWS, Cdf
 from .limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN
 from .tables import (FRAC_BITS, LOG_FRAC, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp2_neg_fixed, exp_table,
                      log2_fixed, normal_buckets, stored)
 
 
 class TableCodec:
-    """Base of codecs defined by integer (start, freq) at ``precision`` bits over ``alphabet`` symbols.
-
-    Subclasses set ``n``, ``alphabet``, ``precision`` and implement ``start_freq(symbols, idx)`` (for the
-    symbols at the slice ``idx`` of 0..n-1) and ``lookup(cf, idx) -> (symbols, start, freq)``.
-    """
+    """Base of codecs of ``n`` symbols over ``alphabet`` values at ``precision`` bits; subclasses set these and
+    the ``cdf`` property."""
 
     def push(self, msg, symbols):
-        """Push ``symbols``: their intervals are computed for all of them at once, then the core codes them."""
-        start, freq = self.start_freq(self._validate(symbols))
-        rans.push_with(msg, self.n, lambda idx: (start[idx], freq[idx]), self.precision)
+        rans.push_intervals(msg, *self.start_freq(symbols), self.precision)
 
     def pop(self, msg):
-        return rans.pop(msg, self.n, self.lookup, self.precision, getattr(self, "cdf_rows", None))
+        return rans.pop(msg, self.n, self.cdf, self.precision, self.alphabet)
+
+    def start_freq(self, symbols):
+        """The integer intervals (start, freq) of ``symbols``, n integers in 0..alphabet-1 (checked)."""
+        return kernels.intervals(self._validate(symbols), self.precision, *self.cdf)
 
     def _validate(self, symbols):
         symbols = np.asarray(symbols)
@@ -47,12 +47,7 @@ class Uniform(TableCodec):
     def __init__(self, n, bits):
         rans._check_precision(bits)
         self.n, self.alphabet, self.precision = n, 1 << bits, bits
-
-    def start_freq(self, symbols, idx=slice(None)):
-        return symbols, np.ones(symbols.size, dtype=np.int64)
-
-    def lookup(self, cf, idx):
-        return cf.astype(np.int64), cf, np.ones(cf.size, dtype=np.int64)
+        self.cdf = Cdf(DIVIDED, count=self.alphabet)
 
 
 class UniformCount(TableCodec):
@@ -62,35 +57,7 @@ class UniformCount(TableCodec):
         if not 1 <= count <= 1 << rans.MAX_PRECISION:
             raise ValueError(f"count must be in 1..2^{rans.MAX_PRECISION}, got {count}")
         self.n, self.alphabet, self.precision = n, count, rans.MAX_PRECISION
-
-    def start_freq(self, symbols, idx=slice(None)):
-        start = (symbols << self.precision) // self.alphabet
-        return start, ((symbols + 1) << self.precision) // self.alphabet - start
-
-    def lookup(self, cf, idx):
-        # the largest i with floor(i 2^p / count) <= cf
-        symbols = ((cf.astype(np.int64) + 1) * self.alphabet - 1) >> self.precision
-        return (symbols, *self.start_freq(symbols))
-
-
-def _bisect(cdf_at, cf, bits, top, one):
-    """Largest e < top with cdf_at(e) <= cf, found bit by bit (top <= 2^bits, C(0) = 0 <= cf < C(top) = one).
-
-    Returns (e, C(e), C(e + 1)).
-    """
-    e = np.zeros(cf.size, dtype=np.int64)
-    lo = np.zeros(cf.size, dtype=np.int64)
-    hi = np.full(cf.size, one, dtype=np.int64)
-    for b in range(bits - 1, -1, -1):
-        cand = e + (1 << b)
-        if top < 1 << bits:
-            np.minimum(cand, top, out=cand)
-        c = cdf_at(cand)
-        ok = c <= cf
-        e = np.where(ok, cand, e)
-        lo = np.where(ok, c, lo)
-        hi = np.where(ok, hi, c)
-    return e, lo, hi
+        self.cdf = Cdf(DIVIDED, count=count)
 
 
 class Categorical(TableCodec):
@@ -117,35 +84,9 @@ class Categorical(TableCodec):
             raise ValueError(f"n={n} does not match the cdf's {cdf.shape[0]} rows")
         if cdf.ndim == 1 and n is None:
             raise ValueError("a shared cdf needs n")
-        self.cdf, self.precision, self.alphabet = cdf, precision, cdf.shape[-1] - 1
+        self.precision, self.alphabet = precision, cdf.shape[-1] - 1
         self.n = cdf.shape[0] if cdf.ndim == 2 else n
-
-    def cdf_rows(self, idx):
-        """The CDF rows of the symbols at the slice ``idx``, (m, alphabet + 1)."""
-        if self.cdf.ndim == 2:
-            return self.cdf[idx]
-        return np.broadcast_to(self.cdf, (len(range(self.n)[idx]), self.alphabet + 1))
-
-    def _flat_index(self, symbols, idx):
-        rows = np.arange(*idx.indices(self.n))
-        return rows * (self.alphabet + 1) + symbols
-
-    def start_freq(self, symbols, idx=slice(None)):
-        if self.cdf.ndim == 1:
-            start = self.cdf.take(symbols)
-            return start, self.cdf.take(symbols + 1) - start
-        flat = self._flat_index(symbols, idx)
-        start = self.cdf.take(flat)
-        return start, self.cdf.take(flat + 1) - start
-
-    def lookup(self, cf, idx):
-        if self.cdf.ndim == 1:
-            symbols = np.searchsorted(self.cdf, cf.view(np.int64), side="right") - 1
-            return (symbols, *self.start_freq(symbols))
-        base = self._flat_index(0, idx)
-        bits, one = (self.alphabet - 1).bit_length(), 1 << self.precision
-        e, lo, hi = _bisect(lambda c: self.cdf.take(base + c), cf.view(np.int64), bits, self.alphabet, one)
-        return e, lo, hi - lo
+        self.cdf = Cdf(ROWS, rows=np.ascontiguousarray(cdf.reshape(-1, cdf.shape[-1])))
 
 
 def _params(x, shape=None):
@@ -182,134 +123,8 @@ def _grid_index(x, step, lo, hi):
     return x.astype(np.int64)
 
 
-_SUB = rans.SUB_LANES  # lazy codecs evaluate C on blocks of at most this many symbols (see rans.SUB_LANES)
 _U_SCALE = 1 << (STEP_BITS + FRAC_BITS)  # IntCdf.scaled takes (t + radius) * 2^20
-_WINDOW = 16  # symbols searched around a wrong pop guess
-_FULL_SEARCH = 1 << 16  # most C evaluations for searching the whole alphabet for a few symbols at once
-_TWO_ROUNDS = 128  # blocks of at most this many symbols search levels in two rounds, larger ones bisect
-_COARSE = 1 << 13  # the two rounds' first one is evaluated for this many consecutive symbols at once
 _OPEN = float(1 << 20)  # stands in for an infinite edge: beyond every table radius, yet |u| << 2^63
-
-
-class _LazyCdfCodec(TableCodec):
-    """A table codec whose integer CDF is evaluated only where needed, never tabulated.
-
-    Subclasses give ``_snapped()``: a tuple of arrays, the snapped parameters of all n symbols (on the last axis;
-    computed once, then sliced per block), and ``_cdf(e, params)``: C at int64 edges e of shape (..., m), with
-    C(0) = 0 and C(alphabet) = 2^precision.  Pop starts from a float guess ``_guess(cf, params)`` (it only
-    affects speed: it is checked against C), searches a window around the wrong ones and bisects the rest.
-    """
-
-    _sub = _SUB
-    _all = None
-    _coarse = None
-
-    def _params(self, idx):
-        if self._all is None:
-            self._all = self._snapped()
-        return tuple(p[..., idx] for p in self._all)
-
-    def start_freq(self, symbols, idx=slice(None)):
-        return _join(self._start_freq, symbols, idx.indices(self.n)[0], self._sub, 2)
-
-    def cdf_rows(self, idx):
-        """C at every edge for the symbols at the slice ``idx``, (m, alphabet + 1)."""
-        params = self._params(idx)
-        edges = np.repeat(np.arange(self.alphabet + 1)[:, None], params[0].shape[-1], axis=1)
-        return np.ascontiguousarray(self._cdf(edges, params).T)
-
-    def lookup(self, cf, idx):
-        return _join(self._lookup, cf.view(np.int64), idx.start, self._sub, 3)
-
-    def _start_freq(self, symbols, idx):
-        edges = np.empty((2, symbols.size), dtype=np.int64)
-        edges[0] = symbols
-        np.add(symbols, 1, out=edges[1])
-        lo, hi = self._cdf(edges, self._params(idx))
-        hi -= lo
-        return lo, hi
-
-    def _lookup(self, cf, idx):
-        params = self._params(idx)
-        guess = self._guess(cf, params)
-        if guess is None:
-            if cf.size <= _TWO_ROUNDS and self.alphabet == LEVELS:
-                sym, lo, hi = self._two_rounds(cf, params, idx)
-            else:
-                sym, lo, hi = self._bisect(cf, params)
-        else:
-            edges = np.empty((2, cf.size), dtype=np.int64)
-            edges[0] = guess
-            np.add(guess, 1, out=edges[1])
-            lo, hi = self._cdf(edges, params)
-            sym = edges[0]
-            wrong = np.flatnonzero((lo > cf) | (hi <= cf))
-            if wrong.size:
-                sym[wrong], lo[wrong], hi[wrong] = self._near(cf[wrong], sym[wrong], _select(params, wrong))
-        hi -= lo
-        return sym, lo, hi
-
-    def _near(self, cf, guess, params, span=_WINDOW):
-        """Search a window of ``span`` symbols around wrong guesses (mostly off by a few): C at its edges
-        locates cf.  Misses are searched over the whole alphabet if that is small enough, else bisected."""
-        span = min(span, self.alphabet)
-        base = _clip(guess - (span // 2 - 1), 0, self.alphabet - span)
-        c = self._cdf(base + np.arange(span + 1)[:, None], params)  # (span + 1, m)
-        k = np.count_nonzero(c <= cf, axis=0) - 1  # cf in [c[k], c[k + 1]) if 0 <= k < span
-        out = np.empty((3, cf.size), dtype=np.int64)
-        hit = np.flatnonzero((k >= 0) & (k < span))
-        out[:, hit] = base[hit] + k[hit], c[k[hit], hit], c[k[hit] + 1, hit]
-        miss = np.flatnonzero((k < 0) | (k >= span))
-        if miss.size:
-            sub = _select(params, miss)
-            if span < self.alphabet and miss.size * (self.alphabet + 1) <= _FULL_SEARCH:
-                out[:, miss] = self._near(cf[miss], guess[miss], sub, self.alphabet)
-            else:
-                out[:, miss] = self._bisect(cf[miss], sub)
-        return out
-
-    def _bisect(self, cf, params):
-        return _bisect(lambda e: self._cdf(e, params), cf, self._bits, self.alphabet, 1 << self.precision)
-
-    def _two_rounds(self, cf, params, idx):
-        """Search 256 levels in two vectorized rounds: C at every 16th edge locates cf's group of 16 levels, C at
-        the group's 17 edges the level. More evaluations than bisection, but 4x fewer NumPy calls: faster for the
-        small blocks that few rANS lanes give. The first round does not depend on cf: ``_coarse_rows`` evaluates it
-        ahead for many chunks at once."""
-        c = self._coarse_rows(idx)
-        base = (np.count_nonzero(c <= cf, axis=0) - 1) * 16
-        c = self._cdf(base + np.arange(17)[:, None], params)
-        k = np.count_nonzero(c <= cf, axis=0) - 1
-        rows = np.arange(cf.size)
-        return base + k, c[k, rows], c[k + 1, rows]
-
-    def _coarse_rows(self, idx):
-        """C at every 16th level edge, (17, m), for the symbols of the slice ``idx``; evaluated for at least
-        _COARSE symbols from idx.start at a time (pop asks for consecutive chunks)."""
-        lo, hi = idx.start, idx.stop
-        if self._coarse is None or not self._coarse[0] <= lo <= hi <= self._coarse[1]:
-            stop = min(self.n, max(hi, lo + _COARSE))
-            c = self._cdf(np.arange(0, LEVELS + 1, 16)[:, None], self._params(slice(lo, stop)))
-            self._coarse = (lo, stop, c)
-        first, _, c = self._coarse
-        return c[:, lo - first:hi - first]
-
-
-def _select(params, which):
-    """The parameters of a subset of the symbols (their axis is the last one)."""
-    return tuple(p[..., which] for p in params)
-
-
-def _join(fn, values, start, block, k):
-    """fn(values[a:b], slice(start + a, start + b)) -> k-tuple of arrays, over blocks, joined field by field."""
-    parts = [
-        fn(values[a : a + block], slice(start + a, start + min(a + block, values.size)))
-        for a in range(0, values.size, block)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return tuple(np.concatenate([p[j] for p in parts]) if parts else np.empty(0, dtype=np.int64) for j in range(k))
-
 
 # logistic grids: mean in 1/64 of a level over [-1024, 1280], log scale (natural log, levels) in 1/32 over [-7, 6]
 MEAN_STEP, MEAN_RANGE = 1 / 64, (-1024.0, 1280.0)
@@ -324,139 +139,53 @@ _EXP_NEG = stored("exp_neg", lambda: exp_table(0, -LOGIT_STEP, int(LOGIT_SPAN / 
 _LEVEL_EDGES = np.concatenate([[-_OPEN], np.arange(1, LEVELS) - 0.5, [_OPEN]])
 
 
-def quantize_weights(logit_weights):
-    """Integer mixture weights (n, K) summing to 2^8 per row, from logits (n, K) via a deterministic softmax."""
-    return _weights(np.ascontiguousarray(_params(logit_weights).T)).T
+def _check_levels(means, log_scales, precision):
+    if not LEVEL_PRECISION_MIN <= precision <= rans.MAX_PRECISION:
+        raise ValueError(f"precision must be in {LEVEL_PRECISION_MIN}..{rans.MAX_PRECISION}, got {precision}")
+    if means.shape != log_scales.shape:
+        raise ValueError("mean and log scale parameters differ in shape")
 
 
-def _weights(logits):
-    """Integer weights from logits (K, m), components first: floor(softmax * 2^8) with exp from a correctly
-    rounded table and a fixed summation order, the remainder added to the (first) largest weight."""
-    li = _grid_index(logits, LOGIT_STEP, -1e6, 1e6)
-    delta = np.minimum(li.max(axis=0) - li, _EXP_NEG.size - 1)
-    e = _EXP_NEG.take(delta)
-    total = e[0].copy()
-    for row in e[1:]:
-        total += row
-    e *= 1 << WEIGHT_BITS
-    e /= total
-    w = np.floor(e, out=e).astype(np.int64)
-    top, top_w = np.zeros(w.shape[1], dtype=np.int64), w[0].copy()
-    for k in range(1, w.shape[0]):
-        better = w[k] > top_w
-        top[better] = k
-        np.maximum(top_w, w[k], out=top_w)
-    w[top, np.arange(w.shape[1])] += (1 << WEIGHT_BITS) - w.sum(axis=0)
-    return w
+class LogisticMixture(TableCodec):
+    """Mixture of discretized logistics over levels 0..255; parameters (n, K) (means, log scales, logits).
 
-
-def _snap_logistic(means, log_scales):
-    """(slope, offset, mean) of snapped logistics: u = edge * slope - offset is the LOGISTIC.scaled argument."""
-    mean = _snap(means, MEAN_STEP, *MEAN_RANGE)
-    slope = _LOGISTIC_SLOPE.take(_grid_index(log_scales, LOG_SCALE_STEP, *LOG_SCALE_RANGE))
-    offset = mean * slope
-    offset -= LOGISTIC.radius * _U_SCALE
-    return slope, offset, mean
-
-
-class _LevelCodec(_LazyCdfCodec):
-    """Discretized logistics over the 256 pixel levels, bin edges at level -+ 1/2, open outer bins.
-
-    C(e) = floor(M(e) (2^p - 256) / 2^32) + e, M(e) in [0, 2^32] the model's integer CDF at edge e (0 at
-    e = 0, 2^32 at e = 256): every level keeps freq >= 1.  A logistic with snapped mean mu and scale s has
-    CDF ``LOGISTIC.scaled(u)`` at u = edge * (2^20 / s) - (mu 2^20 / s - 20 2^20): IEEE products and
-    differences of snapped values, the same in both directions.
+    Bin edges at level -+ 1/2, open outer bins. C(e) = floor(M(e) (2^p - 256) / 2^32) + e with
+    M(e) = sum_k w_k F_k(e) in [0, 2^32], so every level keeps freq >= 1: integer weights w_k summing to 2^8,
+    floor(softmax * 2^8) of the snapped logits (exp from a correctly rounded table, summed in a fixed order, the
+    remainder added to the first largest weight); a logistic with snapped mean mu and scale s has
+    F = ``LOGISTIC.scaled(u)`` at u = edge * (2^20 / s) - (mu 2^20 / s - 20 2^20): IEEE products and differences
+    of snapped values. The snapping and the weights are computed by ``kernels.logistic_mixture``.
     """
 
-    alphabet, _bits = LEVELS, 8
-
-    def _setup(self, means, log_scales, precision):
-        if not LEVEL_PRECISION_MIN <= precision <= rans.MAX_PRECISION:
-            raise ValueError(f"precision must be in {LEVEL_PRECISION_MIN}..{rans.MAX_PRECISION}, got {precision}")
-        if means.shape != log_scales.shape:
-            raise ValueError("mean and log scale parameters differ in shape")
-        self.precision, self._means, self._log_scales, self.n = precision, means, log_scales, means.shape[0]
-
-    def _snapped(self):
-        return _snap_logistic(self._means, self._log_scales)
-
-    def _u(self, e, slope, offset):
-        """The ``LOGISTIC.scaled`` argument at edges e (..., m) for params (m,), or (K, m) giving (K, ..., m)."""
-        edges = _LEVEL_EDGES.take(e, mode="clip")
-        if slope.ndim == 2:
-            shape = (slope.shape[0],) + (1,) * (e.ndim - 1) + (slope.shape[1],)
-            slope, offset = slope.reshape(shape), offset.reshape(shape)
-        u = edges * slope
-        u -= offset
-        return u
-
-
-class Logistic(_LevelCodec):
-    """Discretized logistic over levels 0..255 with per-symbol ``mean`` and natural-log ``log_scale`` (n,)."""
-
-    def __init__(self, mean, log_scale, precision=16):
-        self._setup(_params(mean).ravel(), _params(log_scale).ravel(), precision)
-
-    def _cdf(self, e, params):
-        # a one-component mixture: M = 2^8 sigma_int, so floor(M X / 2^32) = floor(sigma_int X / 2^24)
-        c = LOGISTIC.scaled(self._u(e, *params[:2]))
-        c *= (1 << self.precision) - LEVELS
-        c >>= ONE_BITS
-        c += e
-        return c
-
-    def _guess(self, cf, params):
-        return _logistic_guess(cf, *params, self.precision)
-
-
-# logit((k + 1/2) / 4096) 2^20 + 20 2^20 for the logistic's pop guess (speed only: libm is fine here)
-_GUESS_LOGITS = (np.log((np.arange(4096) + 0.5) / (4096 - 0.5 - np.arange(4096))) + LOGISTIC.radius) * _U_SCALE
-
-
-def _logistic_guess(cf, slope, offset, mean, precision):
-    """Invert the float logistic: level mu + 1/2 + s logit(u) at the mass fraction u of cf (the floor offset
-    C(e) - floor(...) = e taken as mu), from a table of logit; u = edge * slope - offset is the same argument
-    as in C."""
-    frac = cf - _clip(mean, 0, LEVELS - 1)
-    frac *= len(_GUESS_LOGITS) / ((1 << precision) - LEVELS)
-    t = _GUESS_LOGITS.take(frac.astype(np.int64), mode="clip")
-    t += offset
-    t /= slope
-    t += 0.5
-    _clip(t, 0, LEVELS - 1, out=t)
-    return t.astype(np.int64)
-
-
-class LogisticMixture(_LevelCodec):
-    """Mixture of discretized logistics over levels 0..255; parameters (n, K) (means, log scales, logits)."""
+    alphabet = LEVELS
 
     def __init__(self, means, log_scales, logit_weights, precision=16):
         means = _params(means)
         k = means.shape[-1]
-        self._setup(means.reshape(-1, k), _params(log_scales, (-1, k)), precision)
+        self._means, self._log_scales = means.reshape(-1, k), _params(log_scales, (-1, k))
         self._logits = _params(logit_weights, (-1, k))
         if self._logits.shape != self._means.shape:
             raise ValueError("logit_weights and means differ in shape")
-        self._sub = max(1, _SUB // k)
+        _check_levels(self._means, self._log_scales, precision)
+        self.n, self.precision = self._means.shape[0], precision
 
-    def _snapped(self):
-        """Snapped parameters with the components first: (K, n) arrays, so sums over K add whole rows."""
-        means, log_scales, logits = (np.ascontiguousarray(p.T) for p in (self._means, self._log_scales, self._logits))
-        return *_snap_logistic(means, log_scales), _weights(logits)
+    @cached_property
+    def cdf(self):
+        slope, offset, weights = kernels.logistic_mixture(
+            self._means, self._log_scales, self._logits, _LOGISTIC_SLOPE, _EXP_NEG, MEAN_STEP, *MEAN_RANGE,
+            LOG_SCALE_STEP, *LOG_SCALE_RANGE, LOGIT_STEP, WEIGHT_BITS, LOGISTIC.radius * _U_SCALE)
+        return Cdf(MIXTURE, slope=slope, offset=offset, weights=weights, edges=_LEVEL_EDGES, table=LOGISTIC.packed,
+                   mult=(1 << self.precision) - LEVELS, shift=ONE_BITS + WEIGHT_BITS)
 
-    def _cdf(self, e, params):
-        slope, offset, _, weights = params
-        c = LOGISTIC.scaled(self._u(e, slope, offset))  # (K, ..., m)
-        c *= weights.reshape(c.shape[:1] + (1,) * (c.ndim - 2) + c.shape[-1:])
-        m = np.add.reduce(c, axis=0)
-        m *= (1 << self.precision) - LEVELS
-        m >>= ONE_BITS + WEIGHT_BITS
-        m += e
-        return m
 
-    def _guess(self, cf, params):
-        """No cheap inverse for a mixture (the heaviest component's guesses mostly miss): bisect."""
-        return None
+class Logistic(LogisticMixture):
+    """Discretized logistic over levels 0..255 with per-symbol ``mean`` and natural-log ``log_scale`` (n,): the
+    one-component mixture (weight 2^8, so C(e) = floor(F(e) (2^p - 256) / 2^24) + e)."""
+
+    def __init__(self, mean, log_scale, precision=16):
+        mean, log_scale = _params(mean).ravel(), _params(log_scale).ravel()
+        _check_levels(mean, log_scale, precision)
+        super().__init__(mean[:, None], log_scale[:, None], np.zeros((mean.size, 1)), precision)
 
 
 # Gaussian posterior grids: mean in 1/1024 over [-16, 16], log sigma in 1/64 over [-10, 3]
@@ -497,11 +226,7 @@ class GaussianLatent:
         return self._centres.take(buckets)
 
 
-# standard normal quantiles at mass fractions (k + 1/2) / 4096 for the posterior's pop guess (speed only)
-_GUESS_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 4096) for k in range(4096)])
-
-
-class GaussianPosterior(_LazyCdfCodec):
+class GaussianPosterior(TableCodec):
     """N(mu, sigma^2) over the buckets of a ``GaussianLatent``:
     C(i) = floor(Phi_int((e_i - mu) / sigma) (2^p - 2^b) / 2^24) + i, so every bucket keeps freq >= 1.
 
@@ -513,44 +238,35 @@ class GaussianPosterior(_LazyCdfCodec):
             raise ValueError(f"precision must be in {latent.bits + 1}..{rans.MAX_PRECISION}, got {precision}")
         if mu.shape != log_sigma.shape:
             raise ValueError("mu and sigma differ in size")
-        self.latent, self.precision, self._bits = latent, precision, latent.bits
+        self.latent, self.precision = latent, precision
         self.alphabet, self.n, self._mu, self._log_sigma = 1 << latent.bits, mu.size, mu, log_sigma
 
-    def _snapped(self):
+    @cached_property
+    def cdf(self):
         mu = _snap(self._mu, POST_MEAN_STEP, *POST_MEAN_RANGE)
         slope = _GAUSS_SLOPE.take(_grid_index(self._log_sigma, POST_LOG_SIGMA_STEP, *POST_LOG_SIGMA_RANGE))
         offset = mu * slope
         offset -= NORMAL.radius * _U_SCALE
-        return slope, offset, mu
+        return Cdf(MIXTURE, slope=slope.reshape(-1, 1), offset=offset.reshape(-1, 1),
+                   weights=np.ones((self.n, 1), np.int64), edges=self.latent._finite_edges, table=NORMAL.packed,
+                   mult=(1 << self.precision) - self.alphabet, shift=ONE_BITS)
 
-    def _cdf(self, i, params):
-        slope, offset, _ = params
-        u = self.latent._finite_edges.take(i)
-        u *= slope
-        u -= offset
-        c = NORMAL.scaled(u)
-        c *= (1 << self.precision) - self.alphabet
-        c >>= ONE_BITS
-        c += i
-        return c
 
-    def _guess(self, cf, params):
-        """The prior bucket of mu + sigma Phi^-1(u), u the mass fraction of cf below the guess's own floor
-        offset (C(i) - i), from float approximations; the second pass corrects the offset."""
-        slope, _, mu = params
-        bucket = 0
-        for _ in range(2):
-            frac = (cf - bucket) * (len(_GUESS_QUANTILES) / ((1 << self.precision) - self.alphabet))
-            q = _GUESS_QUANTILES.take(frac.astype(np.int64), mode="clip")
-            q *= _U_SCALE
-            q /= slope
-            q += mu
-            q += NORMAL.radius
-            q *= _U_SCALE  # IntCdf.scaled argument of the prior CDF at mu + sigma q
-            bucket = NORMAL.scaled(q)
-            bucket >>= ONE_BITS - self._bits
-            np.minimum(bucket, self.alphabet - 1, out=bucket)
-        return bucket
+class Measured:
+    """A table codec whose push also adds the information content of its symbols, -log2 of their probabilities in
+    fixed point (as ``log2_probability``), to ``info[owner]`` (the data point of every symbol), from the intervals
+    it pushes."""
+
+    def __init__(self, codec, info, owner):
+        self.codec, self.info, self.owner = codec, info, owner
+
+    def push(self, msg, symbols):
+        start, freq = self.codec.start_freq(symbols)
+        rans.push_intervals(msg, start, freq, self.codec.precision)
+        np.add.at(self.info, self.owner, (self.codec.precision << LOG_FRAC) - log2_fixed(freq))
+
+    def pop(self, msg):
+        return self.codec.pop(msg)
 
 
 class Sequence:

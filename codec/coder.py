@@ -30,7 +30,7 @@ class TileCoder:
     def __init__(self, net, params: CodingParams):
         self.net, self.config, self.params = net, net.config, params
         self.latent = codecs.GaussianLatent(params.latent_bits)
-        self.tile_bits: np.ndarray | None = None
+        self.tile_info: np.ndarray | None = None
 
     def _planes(self, x: np.ndarray) -> np.ndarray:
         """Pixels as the model sees them: coded planes, replicated to 3 channels for grayscale through RGB."""
@@ -56,7 +56,7 @@ class TileCoder:
         ``real``: bits-back ANS, or Monte Carlo bits back with importance sampling when ``particles`` N > 1. The
         first 2N batches (single tiles) use one particle: N particles pop N latents per tile before anything is
         pushed back, more bits than a nearly empty message holds, and bits popped from nothing are never returned.
-        ``measure``: encoding leaves the information content of each tile's pixels in ``tile_bits``."""
+        ``measure``: encoding leaves the information content of each tile's pixels in ``tile_info``."""
         n = int(np.prod(self._latent_shape(x_shape)))
         likelihood = lambda z: self.likelihood(z, x_shape, real, measure)
         particles = self.params.particles if index >= 2 * self.params.particles else 1
@@ -80,7 +80,8 @@ class TileCoder:
         """The description of q(x|z): per stage and channel, the tiles' scale-offset indices, then the pixels.
 
         Encoding passes the pixels ``x`` and picks the offsets; decoding passes None and fills x in as it goes.
-        With ``measure``, encoding sets ``tile_bits``: -log2 q(x|z) of each tile's pixels.
+        With ``measure``, encoding sets ``tile_info``: -log2 q(x|z) of each tile's pixels in fixed point
+        (``codecs.LOG_FRAC``), which the pushes of the pixels fill in (``codecs.Measured``).
         """
         info = np.zeros(x_shape[0], np.int64)
         encoding = x is not None
@@ -93,14 +94,15 @@ class TileCoder:
             levels = self.net.stage(t, feats, self._planes(x))
             xs, ms = x[:, :, oy::stride, ox::stride], real[:, oy::stride, ox::stride]
             picks = choose_offsets(self._planes(xs), levels, ms) if encoding else None
+            owner = np.nonzero(ms)[0] if measure and encoding else None
             for c in range(x_shape[1]):
                 pick = yield offsets, (picks[:, c] if encoding else None)
                 plane, pixels = xs[:, c], self._pixels(levels, xs, ms, c, pick)
-                if measure and encoding:
-                    info -= codecs.log2_probability(pixels, plane[ms], len(x), np.nonzero(ms)[0])
+                if owner is not None:
+                    pixels = codecs.Measured(pixels, info, owner)
                 plane[ms] = yield pixels, (plane[ms] if encoding else None)
         if measure:
-            self.tile_bits = info / (1 << codecs.LOG_FRAC)
+            self.tile_info = info
         return x
 
     def log_weights(self, x: np.ndarray, zs: list[np.ndarray], real: np.ndarray) -> np.ndarray:
@@ -224,7 +226,7 @@ class _Counted:
         self.codec.push(msg, data)
         self.bits = msg.num_bits() - before
         if self.coder is not None:
-            self.tile_bits = self.coder.tile_bits
+            self.tile_bits = self.coder.tile_info / (1 << codecs.LOG_FRAC)
         self._tick()
 
     def pop(self, msg):

@@ -1,4 +1,4 @@
-"""Vectorized rANS: a multi-lane message and the push/pop core.
+"""rANS: a multi-lane message and the push/pop core (its loops compiled in ``kernels``).
 
 A message is a head (one uint64 state per lane, kept in [2^31, 2^63)) and a tail, a stack of uint32 words
 shared by all lanes.  ``push``/``pop`` code n symbols on L lanes in chunks of L: chunk k holds symbols
@@ -12,19 +12,12 @@ bytes is strict: popping past its tail raises ``CorruptMessage``.
 
 import numpy as np
 
+from . import kernels
 from .limits import MAX_PRECISION
 
 HEAD0 = 0xDA5A5A5A  # initial head of every lane, in [2^31, 2^32)
-VIRTUAL_WORD = 0x5A5A5A5A
-HEAD_MIN = 1 << 31
-# push and pop work on at most this many lanes at a time (the chunk semantics are unchanged): temporaries stay
-# cache-sized and are not freshly page-faulted per chunk, while the per-call overhead of NumPy stays amortized.
-SUB_LANES = 1 << 14
-# messages of at most this many lanes are coded symbol by symbol in Python integers: for few lanes the NumPy calls of
-# a chunk cost far more than its arithmetic (a 32 x 32 image has one lane). Measured crossovers (docs/CODER.md):
-SCALAR_PUSH_LANES = 32
-SCALAR_POP_LANES = 1
-TABLE_ENTRIES = 1 << 21  # pop with few lanes tabulates the CDF rows of at most this many entries at a time
+VIRTUAL_WORD = kernels.VIRTUAL_WORD
+HEAD_MIN = kernels.HEAD_MIN
 _LEN_BITS = 5  # per-lane bit-length code in the serialized head: bit_length - 32, in 0..31
 
 
@@ -76,26 +69,18 @@ class Message:
 
     __hash__ = None
 
-    def _append(self, words):
-        end = self._len + words.size
+    def _reserve(self, m):
+        """Room for ``m`` more tail words (amortized doubling)."""
+        end = self._len + m
         if end > self._tail.size:
             grown = np.empty(max(end, 2 * self._tail.size), dtype=np.uint32)
             grown[: self._len] = self._tail[: self._len]
             self._tail = grown
-        self._tail[self._len : end] = words
-        self._len = end
 
-    def _take(self, m):
-        """The top ``m`` words of the tail, deepest first, removed from the stack."""
-        if m <= self._len:
-            self._len -= m
-            return self._tail[self._len : self._len + m]
-        if self.strict:
-            raise CorruptMessage(f"message exhausted: a pop needs {m} tail words, {self._len} left")
-        words = np.full(m, VIRTUAL_WORD, dtype=np.uint32)
-        words[m - self._len :] = self._tail[: self._len]
-        self._len = 0
-        return words
+    def _append(self, words):
+        self._reserve(words.size)
+        self._tail[self._len : self._len + words.size] = words
+        self._len += words.size
 
     def check_initial(self):
         """Raise ``CorruptMessage`` unless the message is back in its initial state: every head lane equal to
@@ -160,11 +145,6 @@ def _bit_length(x):
     return np.frexp((x >> 11).astype(np.float64))[1].astype(np.int64) + 11
 
 
-def _as_u64(a):
-    a = np.asarray(a)
-    return a.view(np.uint64) if a.dtype == np.int64 else a.astype(np.uint64, copy=False)
-
-
 def _check_precision(precision):
     if not 1 <= precision <= MAX_PRECISION:
         raise ValueError(f"precision must be in 1..{MAX_PRECISION}, got {precision}")
@@ -178,106 +158,22 @@ def push(msg, start, freq, precision):
         raise ValueError("start and freq must be 1-d arrays of one length")
     if start.size and (start.min() < 0 or freq.min() < 1 or (start + freq).max() > 1 << precision):
         raise ValueError(f"need start >= 0, freq >= 1 and start + freq <= 2^{precision}")
-    push_with(msg, start.size, lambda idx: (start[idx], freq[idx]), precision)
+    push_intervals(msg, start, freq, precision)
 
 
-def push_with(msg, n, start_freq, precision):
-    """Push n symbols whose (start, freq) arrays ``start_freq(idx)`` gives for the slice ``idx`` of 0..n-1."""
+def push_intervals(msg, start, freq, precision):
+    """``push`` without its checks, for intervals taken from a valid CDF (int64 arrays)."""
+    msg._reserve(start.size)
+    msg._len = kernels.push(msg.head.view(np.int64), msg._tail, msg._len, start, freq, precision)
+
+
+def pop(msg, n, cdf, precision, alphabet):
+    """Pop ``n`` symbols of the distribution ``cdf`` (a ``kernels.Cdf`` over ``alphabet`` symbols at
+    ``precision`` bits) and return them."""
     _check_precision(precision)
-    lanes = msg.lanes
-    if lanes <= SCALAR_PUSH_LANES:
-        return _push_scalar(msg, n, *start_freq(slice(0, n)), precision)
-    for lo in range((n - 1) // lanes * lanes, -1, -lanes):
-        r = min(lanes, n - lo)
-        for a in range(0, r, SUB_LANES):  # spilled words go out in increasing lane order
-            b = min(a + SUB_LANES, r)
-            start, freq = map(_as_u64, start_freq(slice(lo + a, lo + b)))
-            x = msg.head[a:b]
-            spill = np.flatnonzero(x >= freq << (63 - precision))
-            if spill.size:
-                words = x[spill]
-                msg._append(words)
-                words >>= 32
-                x[spill] = words
-            q = x // freq
-            x -= q * freq
-            q <<= precision
-            x += q
-            x += start
-
-
-def _push_scalar(msg, n, start, freq, precision):
-    """push_with for few lanes: the same chunks and spill order, one symbol at a time."""
-    heads, words, lanes = msg.head.tolist(), [], msg.lanes
-    start, freq = np.asarray(start).tolist(), np.asarray(freq).tolist()
-    for lo in range((n - 1) // lanes * lanes, -1, -lanes):
-        for j in range(min(lanes, n - lo)):
-            x, f = heads[j], freq[lo + j]
-            if x >= f << (63 - precision):
-                words.append(x & 0xFFFFFFFF)
-                x >>= 32
-            heads[j] = (x // f << precision) + x % f + start[lo + j]
-    msg._append(np.array(words, dtype=np.uint32))
-    msg.head[:] = heads
-
-
-def pop(msg, n, lookup, precision, rows=None):
-    """Pop ``n`` symbols and return them.
-
-    ``lookup(cf, idx)`` maps the cumulative frequencies ``cf`` (uint64, read only) of the symbols at the slice
-    ``idx`` to (symbols, start, freq) arrays with start <= cf < start + freq.  (The codecs' ``start_freq``
-    gives the intervals of the returned symbols again where a caller needs them.) ``rows(idx)``, where given,
-    is the same distribution as a table, (m, alphabet + 1) CDF rows, which a message of one lane searches instead.
-    """
-    _check_precision(precision)
-    if rows is not None and msg.lanes <= SCALAR_POP_LANES:
-        return _pop_scalar(msg, n, rows, precision)
-    lanes, mask = msg.lanes, np.uint64((1 << precision) - 1)
-    symbols = None
-    for lo in range(0, n, lanes):
-        r = min(lanes, n - lo)
-        for a in range((r - 1) // SUB_LANES * SUB_LANES, -1, -SUB_LANES):  # higher lanes refill first
-            b = min(a + SUB_LANES, r)
-            x, idx = msg.head[a:b], slice(lo + a, lo + b)
-            cf = x & mask
-            sym, start, freq = lookup(cf, idx)
-            if symbols is None:
-                symbols = np.empty(n, dtype=np.asarray(sym).dtype)
-            symbols[idx] = sym
-            x >>= precision
-            x *= _as_u64(freq)
-            x += cf
-            x -= _as_u64(start)
-            refill = np.flatnonzero(x < HEAD_MIN)
-            if refill.size:
-                words = x[refill]
-                words <<= 32
-                words |= msg._take(refill.size)
-                x[refill] = words
-    return np.empty(0, dtype=np.int64) if symbols is None else symbols
-
-
-def _pop_scalar(msg, n, rows, precision):
-    """pop for few lanes: the same chunks and refill order, one symbol at a time, searching tabulated CDF rows."""
-    heads, lanes, mask = msg.head.tolist(), msg.lanes, (1 << precision) - 1
-    symbols = np.empty(n, dtype=np.int64)
-    width = rows(slice(0, 1)).shape[1] if n else 1
-    block = max(1, TABLE_ENTRIES // width // lanes) * lanes       # whole chunks' rows at a time
-    for first in range(0, n, block):
-        table = rows(slice(first, min(first + block, n)))
-        for lo in range(first, min(first + block, n), lanes):
-            refill = []
-            for j in range(min(lanes, n - lo)):
-                x = heads[j]
-                cf = x & mask
-                row = table[lo + j - first]
-                s = int(row.searchsorted(cf, "right")) - 1
-                start = int(row[s])
-                heads[j] = x = (x >> precision) * (int(row[s + 1]) - start) + cf - start
-                symbols[lo + j] = s
-                if x < HEAD_MIN:
-                    refill.append(j)
-            for j, word in zip(refill, msg._take(len(refill)).tolist()):
-                heads[j] = heads[j] << 32 | word
-    msg.head[:] = heads
-    return symbols
+    out = np.empty(n, np.int64)
+    length = kernels.pop(msg.head.view(np.int64), msg._tail, msg._len, msg.strict, out, precision, alphabet, *cdf)
+    if length < 0:
+        raise CorruptMessage("message exhausted: a pop needs more tail words than are left")
+    msg._len = length
+    return out

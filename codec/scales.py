@@ -59,20 +59,20 @@ def choose_offsets(x: np.ndarray, mix: dict, mask: np.ndarray | None = None) -> 
     offset_bits = OFFSET_NATS / math.log(2)
 
     def cost(idx: np.ndarray) -> np.ndarray:
-        log_scales = np.clip(mix["log_scales"] + SCALE_OFFSETS[idx][:, None, :, None, None], *LOG_SCALE_RANGE)
+        """Costs (m, B, C) of m offset indices per tile and channel (m, B, C), in one vectorized evaluation."""
+        log_scales = np.clip(mix["log_scales"] + SCALE_OFFSETS[idx][:, :, None, :, None, None], *LOG_SCALE_RANGE)
         inv_s = np.exp(-log_scales)
         with np.errstate(over="ignore", invalid="ignore"):
             p = _sigmoid(upper * inv_s) - _sigmoid(lower * inv_s)
-        prob = np.maximum((weights * p).sum(axis=1), 1e-30)
-        return -(np.log2(prob) * weight).sum((2, 3)) * step ** 2 + offset_bits[idx]
+        prob = np.maximum((weights * p).sum(axis=2), 1e-30)
+        return -(np.log2(prob) * weight).sum((-2, -1)) * step ** 2 + offset_bits[idx]
 
     coarse = np.arange(1, len(SCALE_OFFSETS), 3)
-    costs = np.stack([cost(np.full((b, c), i)) for i in coarse], axis=-1)
-    idx = coarse[costs.argmin(-1)]
-    best = costs.min(-1)
-    for side in (idx - 1, idx + 1):
-        side = np.clip(side, 0, len(SCALE_OFFSETS) - 1)
-        side_cost = cost(side)
+    costs = cost(np.broadcast_to(coarse[:, None, None], (coarse.size, b, c)))
+    idx = coarse[costs.argmin(0)]
+    best = costs.min(0)
+    sides = np.clip(np.stack([idx - 1, idx + 1]), 0, len(SCALE_OFFSETS) - 1)
+    for side, side_cost in zip(sides, cost(sides)):
         idx = np.where(side_cost < best, side, idx)
         best = np.minimum(side_cost, best)
     return idx

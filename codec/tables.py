@@ -63,7 +63,7 @@ class IntCdf:
         diffs = np.diff(self.values, append=ONE)
         if diffs.max() >= 1 << 16:
             raise ValueError("table increments do not fit 16 bits")
-        self._packed = self.values << 16 | diffs  # one table read gives value and increment
+        self.packed = self.values << 16 | diffs  # one table read gives value and increment
 
     def __call__(self, t):
         """Integer F(t) in [0, 2^24], monotone non-decreasing in the float64 array ``t``."""
@@ -78,7 +78,7 @@ class IntCdf:
         (Truncation instead of floor only differs for u < 0, which is in the saturated region too.)
         """
         i = u.astype(np.int64)
-        packed = self._packed.take(i >> FRAC_BITS, mode="clip")
+        packed = self.packed.take(i >> FRAC_BITS, mode="clip")
         i &= (1 << FRAC_BITS) - 1
         i *= packed & 0xFFFF
         i >>= FRAC_BITS

@@ -2,6 +2,9 @@
 
 import hashlib
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vaezip import codecs as C
-from vaezip import rans, tables
+from vaezip import kernels, rans, tables
 from vaezip.rans import CorruptMessage, Message
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -42,14 +45,16 @@ def all_freqs(codec_factory, n):
     return start.reshape(n, 256), freq.reshape(n, 256)
 
 
-def check_lookup_inverts_start_freq(codec, rng, samples=2000):
-    """For random symbols and cf inside their interval, lookup returns the symbol and its interval."""
+def check_pop_inverts_start_freq(codec, rng):
+    """For random symbols and any cf inside their interval, pop (a lane per symbol, head 2^56 + cf) returns the
+    symbol and leaves the head freq * 2^(56 - p) + cf - start."""
     symbols = rng.integers(0, codec.alphabet, codec.n)
     start, freq = codec.start_freq(symbols)
-    cf = (start + (rng.random(codec.n) * freq).astype(np.int64)).astype(np.uint64)
-    got, got_start, got_freq = codec.lookup(cf, slice(0, codec.n))
-    assert np.array_equal(got, symbols)
-    assert np.array_equal(got_start, start) and np.array_equal(got_freq, freq)
+    cf = start + (rng.random(codec.n) * freq).astype(np.int64)
+    msg = Message(codec.n)
+    msg.head[:] = (1 << 56) + cf
+    assert np.array_equal(codec.pop(msg), symbols)
+    assert np.array_equal(msg.head, freq * (1 << (56 - codec.precision)) + cf - start)
 
 
 # ---------------------------------------------------------------- tables
@@ -134,8 +139,8 @@ def test_uniform_count_round_trip(seed, count, n):
     symbols = rng.integers(0, count, n)
     assert np.array_equal(round_trip(codec, symbols, 7), symbols)
     if n:
-        check_lookup_inverts_start_freq(codec, rng)
-        _, freq = codec.start_freq(np.arange(min(count, 1000)))
+        check_pop_inverts_start_freq(codec, rng)
+        _, freq = C.UniformCount(min(count, 1000), count).start_freq(np.arange(min(count, 1000)))
         assert freq.min() >= 1 and freq.max() - freq.min() <= 1
 
 
@@ -162,7 +167,7 @@ def test_categorical_round_trip(seed, k, precision, shared, extreme):
     codec = C.Categorical(cdf[0], n) if shared else C.Categorical(cdf)
     symbols = rng.integers(0, k, n)
     assert np.array_equal(round_trip(codec, symbols, 16), symbols)
-    check_lookup_inverts_start_freq(codec, rng)
+    check_pop_inverts_start_freq(codec, rng)
 
 
 def test_categorical_validation():
@@ -222,7 +227,7 @@ def test_logistic_is_close_to_the_float_distribution(precision):
 
 
 def test_parameters_are_snapped_so_tiny_changes_do_not_matter():
-    mean, log_scale = np.array([100.3]), np.array([1.2])
+    mean, log_scale = np.full(256, 100.3), np.full(256, 1.2)
     a = C.Logistic(mean, log_scale).start_freq(np.arange(256))
     b = C.Logistic(mean + 1e-9, log_scale - 1e-9).start_freq(np.arange(256))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -242,16 +247,31 @@ def test_logistic_round_trip(seed, precision, lanes):
     likely = np.clip(np.round(mean + np.exp(log_scale) * rng.logistic(size=n)), 0, 255).astype(np.int64)
     symbols = np.where(rng.random(n) < 0.7, likely, rng.integers(0, 256, n))
     assert np.array_equal(round_trip(codec, symbols, lanes), symbols)
-    check_lookup_inverts_start_freq(codec, rng)
+    check_pop_inverts_start_freq(codec, rng)
 
 
-def test_logistic_equals_one_component_mixture():
-    rng = np.random.default_rng(5)
-    mean, log_scale = rng.uniform(-10, 270, 500), rng.uniform(-7, 6, 500)
-    symbols = rng.integers(0, 256, 500)
-    single = C.Logistic(mean, log_scale).start_freq(symbols)
-    mixture = C.LogisticMixture(mean[:, None], log_scale[:, None], np.zeros((500, 1))).start_freq(symbols)
-    assert all(np.array_equal(a, b) for a, b in zip(single, mixture))
+def reference_mixture_cdf(codec, e):
+    """C at edges e (n, m) of a logistic mixture, in NumPy from the documented formula and the codec's snapped
+    parameters: C = floor(sum_k w_k F(edge * slope_k - offset_k) (2^p - 256) / 2^32) + e, F = LOGISTIC.scaled."""
+    cdf = codec.cdf
+    u = cdf.edges[e][:, :, None] * cdf.slope[:, None, :]
+    u -= cdf.offset[:, None, :]
+    m = (tables.LOGISTIC.scaled(u) * cdf.weights[:, None, :]).sum(-1)
+    return (m * ((1 << codec.precision) - 256) >> 32) + e
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_logistic_mixture_cdf_matches_the_formula(k):
+    """The compiled kernels' C against an independent NumPy evaluation, at every edge of 300 random mixtures;
+    one component is the logistic (weight 2^8)."""
+    rng = np.random.default_rng(k)
+    means, log_scales = rng.uniform(-30, 290, (300, k)), rng.uniform(-7.5, 6.5, (300, k))
+    for codec in (C.LogisticMixture(means, log_scales, rng.normal(0, 3, (300, k)), 16),
+                  *([C.Logistic(means[:, 0], log_scales[:, 0], 12)] if k == 1 else [])):
+        assert np.all(codec.cdf.weights.sum(1) == 256) and np.all(codec.cdf.weights >= 0)
+        expected = reference_mixture_cdf(codec, np.tile(np.arange(257), (300, 1)))
+        lo = np.stack([codec.start_freq(np.full(300, level))[0] for level in range(256)], axis=1)
+        assert np.array_equal(lo, expected[:, :256]) and np.all(expected[:, 256] == 1 << codec.precision)
 
 
 @SETTINGS
@@ -262,12 +282,11 @@ def test_logistic_mixture(seed, k, precision):
     means = rng.uniform(-20, 280, (n, k))
     log_scales = rng.uniform(-7, 5, (n, k))
     logits = rng.normal(0, 3, (n, k))
-    weights = C.quantize_weights(logits)
-    assert np.all(weights.sum(1) == 256) and np.all(weights >= 0)
     codec = C.LogisticMixture(means, log_scales, logits, precision)
+    assert np.all(codec.cdf.weights.sum(1) == 256) and np.all(codec.cdf.weights >= 0)
     symbols = rng.integers(0, 256, n)
     assert np.array_equal(round_trip(codec, symbols, 33), symbols)
-    check_lookup_inverts_start_freq(codec, rng)
+    check_pop_inverts_start_freq(codec, rng)
     _, freq = all_freqs(lambda r: C.LogisticMixture(np.repeat(means[:20], r, 0), np.repeat(log_scales[:20], r, 0),
                                                     np.repeat(logits[:20], r, 0), precision), 20)
     assert np.all(freq >= 1) and np.all(freq.sum(1) == 1 << precision)
@@ -288,7 +307,7 @@ def test_gaussian_posterior(seed, bits, extra, lanes):
     codec = latent.posterior(mu, sigma, precision)
     buckets = rng.integers(0, 1 << bits, n)
     assert np.array_equal(round_trip(codec, buckets, lanes), buckets)
-    check_lookup_inverts_start_freq(codec, rng)
+    check_pop_inverts_start_freq(codec, rng)
     rows = 8
     post = latent.posterior(np.repeat(mu[:rows], 1 << bits), np.repeat(sigma[:rows], 1 << bits), precision)
     _, freq = post.start_freq(np.tile(np.arange(1 << bits), rows))
@@ -577,3 +596,27 @@ def test_bbis_codes_at_the_iwae_bound_and_one_particle_is_bbans():
         single.push(one, x)
         C.BBANS(model.posterior, model.likelihood, prior).push(plain, x)
     assert one.to_bytes() == plain.to_bytes()
+
+
+FMA_CHECK = r"""
+import re, numpy as np
+from vaezip import codecs, kernels, rans
+codec = codecs.LogisticMixture(np.zeros((4, 2)), np.zeros((4, 2)), np.zeros((4, 2)))
+msg = rans.Message(2)
+codec.push(msg, np.arange(4) * 60)
+assert np.array_equal(codec.pop(msg), np.arange(4) * 60)
+asm = "".join(k.inspect_asm(s) for k in (kernels.intervals, kernels.pop, kernels.logistic_mixture)
+              for s in k.signatures).lower()
+assert "mulsd" in asm  # the products of C are in the code inspected
+print(bool(re.search(r"\bv?f(n)?m(add|sub)", asm)))
+"""
+
+
+def test_compiled_kernels_round_every_float_operation(tmp_path):
+    """The CDFs' float products and differences must be rounded one by one, as IEEE says, on every machine: the
+    compiled kernels contain no fused multiply-add (it would round once and change C on some inputs). Compiled
+    afresh in a subprocess (numba cannot show the code of cached kernels)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", FMA_CHECK], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False"]

@@ -1,8 +1,9 @@
 """Portability of .vz files: the shipped models' networks give the same bits under older CPU kernels
-(``ONEDNN_MAX_CPU_ISA`` for torch, ``OPENBLAS_CORETYPE`` for NumPy's matrix products) and other thread counts, in
-both network runtimes, and files encoded under one setting decode under every other.
+(``ONEDNN_MAX_CPU_ISA`` for torch, ``OPENBLAS_CORETYPE`` for NumPy's matrix products, ``NUMBA_CPU_NAME`` for the
+coder's compiled kernels) and other thread counts, in both network runtimes, and files encoded under one setting
+decode under every other.
 
-Each setting runs in its own process: oneDNN and OpenBLAS read their settings once, at start-up.
+Each setting runs in its own process: oneDNN, OpenBLAS and numba read their settings once, at start-up.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 MODELS = {"photo": "photo-crop.png", "cifar10": "cifar10-test-0.png", "mnist": "mnist-test-0.png"}
 SETTINGS = [(None, 3), ("AVX", 1), ("SSE41", 1), (None, 1), ("AVX", 3), ("SSE41", 3)]
 OPENBLAS = {"AVX": "Sandybridge", "SSE41": "Prescott"}     # OpenBLAS kernels of about the same CPU generation
+NUMBA = {"AVX": "sandybridge", "SSE41": "generic"}          # and numba code for it (generic: baseline x86-64)
 
 WORKER = """
 import hashlib, json, sys
@@ -71,11 +73,13 @@ print(json.dumps(hashes))
 
 def run(setting: tuple[str | None, int], encode_dir: str = "-", *decode_dirs: str) -> dict:
     isa, threads = setting
-    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "NUMBA_CPU_NAME")}
     env["OPENBLAS_NUM_THREADS"] = str(threads)
     if isa:
         env["ONEDNN_MAX_CPU_ISA"] = isa
         env["OPENBLAS_CORETYPE"] = OPENBLAS[isa]
+        env["NUMBA_CPU_NAME"] = NUMBA[isa]
     proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(MODELS), str(threads), encode_dir, *decode_dirs],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,11 +1,12 @@
-"""Tests of the rANS message and core: exact round trips, initial bits, serialization, rate."""
+"""Tests of the rANS message and core: exact round trips, initial bits, serialization, rate, and the compiled
+core against a lane-by-lane reference in Python integers."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaezip import rans
+from vaezip import kernels, rans
 from vaezip.rans import HEAD0, VIRTUAL_WORD, CorruptMessage, Message
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -23,15 +24,13 @@ def random_intervals(rng, n, precision, skew=False):
     return start, freq
 
 
-def checked_lookup(start, freq):
-    """A lookup that asserts the popped cf lies in the pushed interval and returns it."""
-
-    def lookup(cf, idx):
-        cf = cf.astype(np.int64)
-        assert np.all((start[idx] <= cf) & (cf < start[idx] + freq[idx]))
-        return np.arange(idx.start, idx.stop), start[idx], freq[idx]
-
-    return lookup
+def pop_checked(msg, start, freq, precision):
+    """Pop with a distribution per symbol whose symbol 1 is the pushed interval (0 and 2 the rest of [0, 2^p),
+    possibly empty): every pop must give 1, i.e. find cf inside the pushed interval."""
+    total = np.full_like(start, 1 << precision)
+    rows = np.stack([np.zeros_like(start), start, start + freq, total], axis=1)
+    symbols = rans.pop(msg, start.size, kernels.Cdf(kernels.ROWS, rows=rows), precision, 3)
+    assert np.all(symbols == 1)
 
 
 def info_bits(freq, precision):
@@ -51,8 +50,7 @@ def test_push_pop_round_trip(seed, lanes, n, precision, skew):
     start, freq = random_intervals(rng, n, precision, skew)
     msg = Message(lanes)
     rans.push(msg, start, freq, precision)
-    symbols = rans.pop(msg, n, checked_lookup(start, freq), precision)  # asserts cf in each pushed interval
-    assert np.array_equal(symbols, np.arange(n))
+    pop_checked(msg, start, freq, precision)
     assert msg == Message(lanes)
     msg.check_initial()
 
@@ -66,7 +64,7 @@ def test_extreme_lane_counts(lanes):
     rans.push(msg, start, freq, 16)
     data = msg.to_bytes()
     decoded = Message.from_bytes(data, lanes)
-    rans.pop(decoded, n, checked_lookup(start, freq), 16)
+    pop_checked(decoded, start, freq, 16)
     decoded.check_initial()
 
 
@@ -83,43 +81,62 @@ def reference_push(msg, start, freq, precision):
     return head, tail
 
 
-def reference_pop(msg, cf_to_interval, n, precision):
-    head, tail, lanes = [int(h) for h in msg.head], [int(w) for w in msg.tail], msg.lanes
+def reference_pop(msg, interval, n, precision):
+    """Pop written out with Python ints: chunks forwards; the refilling lanes of a chunk take the top words of
+    the tail, deepest first in increasing lane order, VIRTUAL_WORD below its bottom (or fail if strict)."""
+    head, tail, lanes, mask = [int(h) for h in msg.head], [int(w) for w in msg.tail], msg.lanes, (1 << precision) - 1
     for lo in range(0, n, lanes):
-        r = min(lanes, n - lo)
         refill = []
-        for lane in range(r):
+        for lane in range(min(lanes, n - lo)):
             x = head[lane]
-            s, f = cf_to_interval(lo + lane, x & ((1 << precision) - 1))
-            head[lane] = f * (x >> precision) + (x & ((1 << precision) - 1)) - s
+            s, f = interval(lo + lane, x & mask)
+            head[lane] = f * (x >> precision) + (x & mask) - s
             if head[lane] < 1 << 31:
                 refill.append(lane)
-        words = tail[len(tail) - len(refill) :]
-        del tail[len(tail) - len(refill) :]
+        if msg.strict and len(refill) > len(tail):
+            raise CorruptMessage("exhausted")
+        words = [VIRTUAL_WORD] * max(0, len(refill) - len(tail)) + tail[max(0, len(tail) - len(refill)):]
+        del tail[max(0, len(tail) - len(refill)):]
         for lane, w in zip(refill, words):
             head[lane] = (head[lane] << 32) | w
     return head, tail
 
 
-def test_matches_reference_across_sub_lane_blocks():
-    """Lanes beyond SUB_LANES are processed in blocks; words must still spill and refill in lane order."""
-    lanes, precision = rans.SUB_LANES + 123, 12
-    rng = np.random.default_rng(1)
-    start, freq = random_intervals(rng, 2 * lanes + 5, precision)
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    lanes=st.sampled_from([1, 2, 5, 32, 3000]),
+    n=st.integers(0, 7000),
+    precision=st.integers(1, 24),
+    strict=st.booleans(),
+)
+def test_core_matches_the_reference(seed, lanes, n, precision, strict):
+    """The compiled push and pop leave the heads and tail words of the reference, also when pops run past the
+    tail into the virtual words (or are refused there, for a strict message)."""
+    rng = np.random.default_rng(seed)
+    start, freq = random_intervals(rng, n, precision)
     msg = Message(lanes)
     rans.push(msg, start, freq, precision)
-    head, tail = reference_push(Message(lanes), start, freq, precision)
-    assert msg.head.tolist() == head and msg.tail.tolist() == tail
-    expected = reference_pop(msg, lambda i, cf: (int(start[i]), int(freq[i])), start.size, precision)
-    rans.pop(msg, start.size, checked_lookup(start, freq), precision)
+    assert (msg.head.tolist(), msg.tail.tolist()) == reference_push(Message(lanes), start, freq, precision)
+    m = n + 2 * lanes  # more than was pushed: the last pops read below the bottom of the tail
+    count = 1 << min(precision, 3)
+    step = (1 << precision) // count
+    if strict:
+        msg = Message.from_bytes(msg.to_bytes(), lanes)
+    try:
+        expected = reference_pop(msg, lambda i, cf: (cf // step * step, step), m, precision)
+    except CorruptMessage:
+        with pytest.raises(CorruptMessage, match="exhausted"):
+            rans.pop(msg, m, kernels.Cdf(kernels.DIVIDED, count=count), precision, count)
+        return
+    rans.pop(msg, m, kernels.Cdf(kernels.DIVIDED, count=count), precision, count)
     assert (msg.head.tolist(), msg.tail.tolist()) == expected
 
 
 def test_pop_on_fresh_message_uses_virtual_words_and_push_restores():
     msg = Message(5)
     freq = np.full(40, 4)
-    lookup = lambda cf, idx: (cf // 4, cf - cf % 4, freq[idx])  # noqa: E731 - 4 symbols of mass 4/16
-    symbols = rans.pop(msg, 40, lookup, 4)
+    symbols = rans.pop(msg, 40, kernels.Cdf(kernels.DIVIDED, count=4), 4, 4)  # 4 symbols of mass 4/16
     assert msg.tail.size == 0
     rans.push(msg, 4 * symbols, freq, 4)
     assert np.all(msg.head == HEAD0)
@@ -129,9 +146,8 @@ def test_pop_on_fresh_message_uses_virtual_words_and_push_restores():
 
 def test_strict_message_refuses_to_pop_past_its_tail():
     msg = Message(3, strict=True)
-    lookup = lambda cf, idx: (cf, cf, np.ones(cf.size, dtype=np.int64))  # noqa: E731
     with pytest.raises(CorruptMessage, match="exhausted"):
-        rans.pop(msg, 30, lookup, 24)
+        rans.pop(msg, 30, kernels.Cdf(kernels.DIVIDED, count=1 << 24), 24, 1 << 24)
 
 
 def test_check_initial_detects_leftovers():
@@ -169,7 +185,7 @@ def test_serialization_round_trip(seed, lanes, n):
     decoded = Message.from_bytes(data, lanes)
     assert decoded.strict and decoded == msg
     assert decoded.to_bytes() == data
-    rans.pop(decoded, n, checked_lookup(start, freq), 16)
+    pop_checked(decoded, start, freq, 16)
     decoded.check_initial()
 
 
@@ -235,46 +251,3 @@ def test_push_rejects_invalid_intervals():
     for start, freq in (([0], [0]), ([-1], [1]), ([255], [2]), ([0], [257])):
         with pytest.raises(ValueError, match="freq"):
             rans.push(Message(1), np.array(start), np.array(freq), 8)
-
-
-@SETTINGS
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    lanes=st.sampled_from([1, 2, 5, 32]),
-    n=st.integers(0, 600),
-    precision=st.integers(1, 12),
-    strict=st.booleans(),
-)
-def test_few_lanes_code_symbol_by_symbol_exactly_as_chunks_do(seed, lanes, n, precision, strict):
-    """Messages of few lanes push in Python integers and pop by searching CDF rows (here forced for every lane
-    count tested): the same message, tail words and symbols as the vectorized chunks (forced with thresholds 0),
-    also when pops run past the tail into the virtual words."""
-    rng = np.random.default_rng(seed)
-    cdf = np.sort(rng.choice(np.arange(1, 1 << precision), min(7, (1 << precision) - 1), replace=False))
-    cdf = np.concatenate([[0], cdf, [1 << precision]])
-    rows = np.stack([cdf] * n) if n else np.zeros((0, cdf.size), np.int64)
-    symbols = rng.integers(0, cdf.size - 1, n)
-    start, freq = cdf[symbols], cdf[symbols + 1] - cdf[symbols]
-
-    def lookup(cf, idx):
-        s = np.searchsorted(cdf, cf.astype(np.int64), side="right") - 1
-        return s, cdf[s], cdf[s + 1] - cdf[s]
-
-    def coded(scalar_lanes):
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(rans, "SCALAR_PUSH_LANES", scalar_lanes)
-            patch.setattr(rans, "SCALAR_POP_LANES", scalar_lanes)
-            msg = Message(lanes)
-            rans.push(msg, start, freq, precision)
-            pushed = msg.copy()
-            if strict:
-                msg = Message.from_bytes(msg.to_bytes(), lanes)
-            popped = rans.pop(msg, n, lookup, precision, lambda idx: rows[idx])
-            extra = rans.pop(Message(lanes), 3 * lanes, lookup, precision, lambda idx: np.stack([cdf] * 3 * lanes)[idx])
-            return pushed, msg, popped, extra
-
-    (pushed, msg, popped, extra), expected = coded(32), coded(0)
-    assert pushed == expected[0] and msg == expected[1]
-    assert np.array_equal(popped, symbols) and np.array_equal(expected[2], symbols)
-    assert np.array_equal(extra, expected[3])
-    msg.check_initial()
