@@ -1,4 +1,4 @@
-"""Entropy-coder speed: vaezip's vectorized rANS against constriction's AnsCoder on the same symbols.
+"""Entropy-coder speed: vaezip's compiled rANS against constriction's AnsCoder on the same symbols.
 
 Cases: (a) per-symbol discretized logistic over 256 levels (random means and scales), (b) bucketed Gaussian
 latents (posterior over 2^8 equal-mass buckets, precision 16).  constriction has no logistic and no equal-mass

@@ -2,17 +2,18 @@
 
 A codec has ``push(msg, symbols)`` and ``pop(msg) -> symbols`` with its distribution bound at construction.
 Table codecs code flat int64 symbol arrays of a fixed length ``n`` with an integer CDF, ``cdf`` (a
-``kernels.Cdf``): the compiled kernels take push's intervals from it (``start_freq``) and search it in pop, so
+``rans.Cdf``): the compiled kernels take push's intervals from it (``start_freq``) and search it in pop, so
 push and pop cannot disagree.  Parameters of the continuous families are snapped to fixed grids first; the
 snapped values are the only input to the integer CDFs (see ``codec.tables``).
 """
 
-from functools import cached_property
+import threading
+from functools import cache, cached_property
 
 import numpy as np
 
-from . import kernels, rans
-from .kernels import DIVIDED, MIXTURE, ROWS, Cdf
+from . import rans
+from .rans import DIVIDED, MIXTURE, ROWS, Cdf
 from .limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN
 from .tables import (FRAC_BITS, LOG_FRAC, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp2_neg_fixed, exp_table,
                      log2_fixed, normal_buckets, stored)
@@ -30,7 +31,7 @@ class TableCodec:
 
     def start_freq(self, symbols):
         """The integer intervals (start, freq) of ``symbols``, n integers in 0..alphabet-1 (checked)."""
-        return kernels.intervals(self._validate(symbols), self.precision, *self.cdf)
+        return rans.compiled().intervals(self._validate(symbols), self.precision, *self.cdf)
 
     def _validate(self, symbols):
         symbols = np.asarray(symbols)
@@ -171,7 +172,7 @@ class LogisticMixture(TableCodec):
 
     @cached_property
     def cdf(self):
-        slope, offset, weights = kernels.logistic_mixture(
+        slope, offset, weights = rans.compiled().logistic_mixture(
             self._means, self._log_scales, self._logits, _LOGISTIC_SLOPE, _EXP_NEG, MEAN_STEP, *MEAN_RANGE,
             LOG_SCALE_STEP, *LOG_SCALE_RANGE, LOGIT_STEP, WEIGHT_BITS, LOGISTIC.radius * _U_SCALE)
         return Cdf(MIXTURE, slope=slope, offset=offset, weights=weights, edges=_LEVEL_EDGES, table=LOGISTIC.packed,
@@ -250,6 +251,17 @@ class GaussianPosterior(TableCodec):
         return Cdf(MIXTURE, slope=slope.reshape(-1, 1), offset=offset.reshape(-1, 1),
                    weights=np.ones((self.n, 1), np.int64), edges=self.latent._finite_edges, table=NORMAL.packed,
                    mult=(1 << self.precision) - self.alphabet, shift=ONE_BITS)
+
+
+@cache
+def preload():
+    """Load the compiled loops in a background thread, once (importing numba and loading the first kernel take
+    0.4 s), while the caller loads a model and runs its networks, which release the interpreter."""
+    def load():
+        codec, msg = LogisticMixture(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1))), rans.Message(1)
+        codec.push(msg, np.zeros(1, np.int64))
+        codec.pop(msg)
+    threading.Thread(target=load, daemon=True).start()
 
 
 class Measured:

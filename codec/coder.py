@@ -150,7 +150,7 @@ class TileCoder:
         """Mixture codec for channel c of one stage's real pixels; means shifted by the channels before c, log-scales
         by each tile's chosen offset (``picks``, indices into SCALE_OFFSETS). All values are exact dyadic numbers."""
         means = channel_mean(xs, mix, c)
-        pick = lambda a: np.moveaxis(a, 1, -1)[ms]          # (B, K, h, w) -> (n, K) over real pixels
+        pick = lambda a: a.transpose(0, 2, 3, 1)[ms]        # (B, K, h, w) -> (n, K) over real pixels
         log_scales = mix["log_scales"][:, :, c] + SCALE_OFFSETS[picks][:, None, None, None]
         return codecs.LogisticMixture(pick(means), pick(log_scales), pick(mix["logit_weights"][:, :, c]),
                                       self.params.pixel_precision)

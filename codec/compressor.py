@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import classical
+from . import classical, codecs
 from .coder import Archive, TileCoder
 from .container import CHECKSUM_BYTES, HASH_BYTES, LIMITS, CodingParams, FormatError, Header, ImageRecord, pack
 from .image import Picture
@@ -114,13 +114,25 @@ def screen(pictures: list[Picture], codings: list[int], model_name: str, params:
     lies between the two."""
     out = []
     for pic, coding in zip(pictures, codings):
-        if coding not in BYTES and pic.size[0] * pic.size[1] >= SCREEN_PIXELS:
+        if _screenable(pic, coding):
             crop = replace(pic, color=centre(pic.color), alpha=None if pic.alpha is None else centre(pic.alpha))
             bits = estimate_bits(model_name, [color for color, _ in split(crop, coding)], params, device)
             estimate = bits / 8 * len(classical.jpeg_xl(pic)) / len(classical.jpeg_xl(crop))
             coding = cheaper_coding(pic, MARGIN * estimate)[0] or coding
         out.append(coding)
     return out
+
+
+def _jpeg_xl_ahead(pictures: list[Picture], codings: list[int]) -> None:
+    """Start the JPEG XL encodings that ``screen`` needs, to run while the model makes its estimates."""
+    for pic, coding in zip(pictures, codings):
+        if _screenable(pic, coding):
+            classical.jpeg_xl.ahead(pic)
+
+
+def _screenable(pic: Picture, coding: int) -> bool:
+    """Whether ``screen`` looks at a picture: one of at least SCREEN_PIXELS pixels that the model would code."""
+    return coding not in BYTES and pic.size[0] * pic.size[1] >= SCREEN_PIXELS
 
 
 def encode(pictures: list[Picture], names: list[str], codings: list[int], model_name: str, params: CodingParams,
@@ -173,6 +185,10 @@ def compress(pictures: list[Picture], names: list[str], model_name: str | None, 
     the model's estimate (``screen``) is not coded by the model at all."""
     params.check()
     codings = [coding_of(p) for p in pictures]
+    if any(c not in BYTES for c in codings):
+        codecs.preload()
+    if classical:
+        _jpeg_xl_ahead(pictures, codings)
     if model_name is None:
         layers = [layer for p, c in zip(pictures, codings) for layer in split(p, c)]
         model_name = choose_model(layers, params, device)
@@ -205,6 +221,7 @@ def decompress(header: Header, payload: bytes, device: str = "cpu", model_overri
         msg = Message.from_bytes(payload[:message], header.lanes)
         layers = []
         if any(r.layers for r in header.images):
+            codecs.preload()
             net = _network(header, device, model_override)
             layers = Archive(TileCoder(net, header.params), header.images, progress).codec().pop(msg)
         msg.check_initial()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -23,19 +25,46 @@ def digest(*arrays: np.ndarray | None) -> bytes:
 
 
 def remembered(key, size: int = 8):
-    """Decorator: remember the last ``size`` results of a function, looked up by ``key(*args)``."""
+    """Decorator: remember the last ``size`` results of a function, looked up by ``key(*args)``.
+
+    ``fn.ahead(*args)`` starts computing a result in a background thread (for work that releases the interpreter,
+    such as a JPEG XL encoding, while the caller does other work); a call for the same key then waits for it."""
     def decorate(fn):
         memo: OrderedDict = OrderedDict()
+        lock = threading.Lock()
+
+        def entry(args) -> tuple[Future, bool]:
+            """The remembered result of the arguments, and whether it is new (not yet started)."""
+            k = key(*args)
+            with lock:
+                if k in memo:
+                    memo.move_to_end(k)
+                    return memo[k], False
+                memo[k] = result = Future()
+                if len(memo) > size:
+                    memo.popitem(last=False)
+                return result, True
+
+        def run(result: Future, args) -> None:
+            try:
+                result.set_result(fn(*args))
+            except Exception as e:          # not remembered: the next call tries again
+                with lock:
+                    memo.pop(key(*args), None)
+                result.set_exception(e)
 
         @functools.wraps(fn)
         def wrapper(*args):
-            k = key(*args)
-            if k in memo:
-                memo.move_to_end(k)
-            else:
-                memo[k] = fn(*args)
-                if len(memo) > size:
-                    memo.popitem(last=False)
-            return memo[k]
+            result, new = entry(args)
+            if new:
+                run(result, args)
+            return result.result()
+
+        def ahead(*args) -> None:
+            result, new = entry(args)
+            if new:
+                threading.Thread(target=run, args=(result, args), daemon=True).start()
+
+        wrapper.ahead = ahead
         return wrapper
     return decorate

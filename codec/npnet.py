@@ -23,7 +23,13 @@ COLUMNS = 1 << 22                             # floats of one chunk of shifted v
 def _quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Round half to even and clamp, in place."""
     np.rint(x, out=x)
-    return np.clip(x, lo, hi, out=x)
+    return _clamp(x, lo, hi)
+
+
+def _clamp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """np.clip in place, without its Python-level overhead (a tenth of a small convolution's time)."""
+    np.maximum(x, lo, out=x)
+    return np.minimum(x, hi, out=x)
 
 
 def _per_channel(v: np.ndarray) -> np.ndarray:
@@ -58,7 +64,7 @@ class Conv:
         row = w + 2
         first, last = row + 1, flat.shape[1] - row - 1      # every interior pixel lies in [first, last)
         offsets = [dy * row + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-        out = np.zeros((self.weight.shape[0], flat.shape[1]), np.float32)
+        out = np.zeros((self.weight.shape[0], flat.shape[1]), np.float32)   # column j: flat position first + j
         chunk = max(1, COLUMNS // (9 * cin))
         cols = np.empty((9, cin, min(chunk, last - first)), np.float32)
         for lo in range(first, last, chunk):
@@ -66,9 +72,9 @@ class Conv:
             view = cols[:, :, :hi - lo]
             for tap, off in enumerate(offsets):
                 view[tap] = flat[:, lo + off:hi + off]
-            np.matmul(self.weight, view.reshape(9 * cin, -1), out=out[:, lo:hi])
-        out += self.bias
-        return out.reshape(-1, b, h + 2, w + 2)[:, :, 1:-1, 1:-1]
+            out[:, lo - first:hi - first] = self.weight @ view.reshape(9 * cin, -1)   # (a product into a slice
+        out += self.bias                                                             # of out= is slower)
+        return out.reshape(-1, b, h + 2, w + 2)[:, :, :h, :w]
 
 
 class IntNet:
@@ -86,7 +92,7 @@ class IntNet:
         for conv1, conv2, relu_shift in self.blocks:
             a = _quant(conv1(_quant(h * relu_shift, 0, ACT_MAX)), 0, ACT_MAX)
             h += np.rint(conv2(a))
-            np.clip(h, -STREAM_MAX, STREAM_MAX, out=h)
+            _clamp(h, -STREAM_MAX, STREAM_MAX)
         return self.head(_quant(h * self.head_shift, 0, ACT_MAX))
 
 

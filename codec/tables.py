@@ -71,7 +71,8 @@ class IntCdf:
         return self.scaled((t + self.radius) * (1 << (STEP_BITS + FRAC_BITS)))
 
     def scaled(self, u):
-        """F(t) from ``u = (t + radius) 2^20`` (float64, |u| < 2^63).
+        """F(t) from ``u = (t + radius) 2^20`` (float64, |u| < 2^63); the coder's compiled kernels evaluate the
+        same (``kernels``), and the tests check them against this.
 
         floor(u) >> 12 indexes the table and its low 12 bits interpolate; indices outside the table clamp to
         its saturated ends, where the increments are 0, so this equals clamping t to [-radius, radius].

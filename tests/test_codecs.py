@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vaezip import codecs as C
-from vaezip import kernels, rans, tables
+from vaezip import tables
 from vaezip.rans import CorruptMessage, Message
 
 SETTINGS = settings(max_examples=25, deadline=None)

@@ -241,7 +241,7 @@ def vz_file(tiny_rgb, tmp_path) -> Path:
 
 def test_a_file_without_model_coded_images_decodes_without_its_model(tiny_rgb, tmp_path):
     """A random model loses to a classical coding, so the file holds no model-coded image: decoding it neither
-    needs the (here unknown) model nor loads torch."""
+    needs the (here unknown) model nor loads torch or numba (the coder's compiled loops)."""
     import subprocess
     import sys
     src = tmp_path / "c.png"
@@ -250,7 +250,8 @@ def test_a_file_without_model_coded_images_decodes_without_its_model(tiny_rgb, t
     header, _ = unpack((tmp_path / "c.vz").read_bytes())
     assert header.images[0].layers == []
     code = ("import sys; from vaezip.cli import main; sys.argv = ['vaezip', 'decompress', sys.argv[1], '-o', "
-            "sys.argv[2]]\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code\nassert 'torch' not in sys.modules")
+            "sys.argv[2]]\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
+            "assert 'torch' not in sys.modules and 'numba' not in sys.modules")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.vz"), str(tmp_path / "back.png")], check=True)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "back.png")), np.asarray(Image.open(src)))
 

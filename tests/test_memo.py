@@ -1,0 +1,38 @@
+"""Tests of the encoder's memo: results remembered by key, computed once, also when started ahead in a thread."""
+import threading
+
+import pytest
+
+from vaezip.memo import remembered
+
+
+def test_results_are_remembered_and_computed_once_also_ahead():
+    calls, release = [], threading.Event()
+
+    @remembered(lambda x: x, size=2)
+    def slow_square(x):
+        release.wait(10)
+        calls.append(x)
+        return x * x
+
+    slow_square.ahead(3)                    # runs in the background, waiting for the event
+    assert calls == []
+    release.set()
+    assert slow_square(3) == 9 and slow_square(3) == 9 and calls == [3]
+    assert slow_square(4) == 16 and slow_square(5) == 25 and calls == [3, 4, 5]
+    assert slow_square(3) == 9 and calls == [3, 4, 5, 3]    # only the last 2 are remembered
+
+
+def test_failures_are_raised_to_the_caller_and_not_remembered():
+    calls = []
+
+    @remembered(lambda x: x)
+    def fragile(x):
+        calls.append(x)
+        if len(calls) == 1:
+            raise ValueError("first try fails")
+        return x
+
+    with pytest.raises(ValueError, match="first try"):
+        fragile(1)
+    assert fragile(1) == 1 and fragile(1) == 1 and calls == [1, 1]
