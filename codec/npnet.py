@@ -64,7 +64,7 @@ class Conv:
         row = w + 2
         first, last = row + 1, flat.shape[1] - row - 1      # every interior pixel lies in [first, last)
         offsets = [dy * row + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-        out = np.zeros((self.weight.shape[0], flat.shape[1]), np.float32)   # column j: flat position first + j
+        out = np.zeros((self.weight.shape[0], flat.shape[1]), np.float32)
         chunk = max(1, COLUMNS // (9 * cin))
         cols = np.empty((9, cin, min(chunk, last - first)), np.float32)
         for lo in range(first, last, chunk):
@@ -72,9 +72,9 @@ class Conv:
             view = cols[:, :, :hi - lo]
             for tap, off in enumerate(offsets):
                 view[tap] = flat[:, lo + off:hi + off]
-            out[:, lo - first:hi - first] = self.weight @ view.reshape(9 * cin, -1)   # (a product into a slice
-        out += self.bias                                                             # of out= is slower)
-        return out.reshape(-1, b, h + 2, w + 2)[:, :, :h, :w]
+            np.matmul(self.weight, view.reshape(9 * cin, -1), out=out[:, lo:hi])
+        out += self.bias
+        return out.reshape(-1, b, h + 2, w + 2)[:, :, 1:-1, 1:-1]
 
 
 class IntNet:
