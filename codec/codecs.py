@@ -13,8 +13,8 @@ from functools import cache, cached_property
 import numpy as np
 
 from . import rans
-from .rans import DIVIDED, MIXTURE, ROWS, Cdf
 from .limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN
+from .rans import DIVIDED, MIXTURE, ROWS, Cdf
 from .tables import (FRAC_BITS, LOG_FRAC, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp2_neg_fixed, exp_table,
                      log2_fixed, normal_buckets, stored)
 

@@ -98,7 +98,8 @@ def pop(head, tail, length, strict, out, precision, alphabet, kind, rows, count,
         table, mult, shift):
     """Pop ``out.size`` symbols into ``out``, each by bisection; returns the new tail length, -1 past the bottom of
     a strict message's tail (a message that is not strict reads VIRTUAL_WORD there). One loop per kind, as in
-    ``intervals``."""
+    ``intervals``: a branch per evaluation of C made pops 25-45 % slower, and loops taking C as a function argument
+    cannot be cached."""
     lanes, n, mask = head.size, out.size, (1 << precision) - 1
     bits = 0
     while (1 << bits) < alphabet:
