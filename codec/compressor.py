@@ -124,10 +124,12 @@ def screen(pictures: list[Picture], codings: list[int], model_name: str, params:
 
 
 def _jpeg_xl_ahead(pictures: list[Picture], codings: list[int]) -> None:
-    """Start the JPEG XL encodings that ``screen`` needs, to run while the model makes its estimates."""
+    """Start the JPEG XL encoding that ``screen`` needs first, to run while the model makes its estimates (only
+    one: many at once could hold the memory of many encoders)."""
     for pic, coding in zip(pictures, codings):
         if _screenable(pic, coding):
             classical.jpeg_xl.ahead(pic)
+            return
 
 
 def _screenable(pic: Picture, coding: int) -> bool:

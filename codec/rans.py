@@ -51,7 +51,6 @@ def compiled():
 _kernels = None
 
 
-
 class CorruptMessage(ValueError):
     """The message is truncated, malformed or does not decode to the initial state."""
 
