@@ -128,8 +128,10 @@ class TileCoder:
             total += int(latent.sum()) - int(self._log2_likelihood(x, real, z, calibrate=True).sum())
         return total / (1 << codecs.LOG_FRAC)
 
-    def _log2_likelihood(self, x: np.ndarray, real: np.ndarray, z: np.ndarray, calibrate: bool = False) -> np.ndarray:
-        """log2 q(x|z) per tile in fixed point; with ``calibrate``, with the encoder's scale offsets, less their cost."""
+    def _log2_likelihood(self, x: np.ndarray, real: np.ndarray, z: np.ndarray,
+                         calibrate: bool = False) -> np.ndarray:
+        """log2 q(x|z) per tile in fixed point; with ``calibrate``, with the encoder's scale offsets, less their
+        cost."""
         feats = self._features(z, x.shape)
         total = np.zeros(len(x), np.int64)
         offsets = codecs.Categorical(SCALE_CDF, len(x))

@@ -33,37 +33,38 @@ def remembered(key, size: int = 8):
         memo: OrderedDict = OrderedDict()
         lock = threading.Lock()
 
-        def entry(args) -> tuple[Future, bool]:
-            """The remembered result of the arguments, and whether it is new (not yet started)."""
+        def entry(args) -> tuple:
+            """(key, the remembered result of the arguments, whether it is new: not yet started)."""
             k = key(*args)
             with lock:
                 if k in memo:
                     memo.move_to_end(k)
-                    return memo[k], False
+                    return k, memo[k], False
                 memo[k] = result = Future()
                 if len(memo) > size:
                     memo.popitem(last=False)
-                return result, True
+                return k, result, True
 
-        def run(result: Future, args) -> None:
+        def run(k, result: Future, args) -> None:
             try:
                 result.set_result(fn(*args))
             except Exception as e:          # not remembered: the next call tries again
                 with lock:
-                    memo.pop(key(*args), None)
+                    if memo.get(k) is result:
+                        del memo[k]
                 result.set_exception(e)
 
         @functools.wraps(fn)
         def wrapper(*args):
-            result, new = entry(args)
+            k, result, new = entry(args)
             if new:
-                run(result, args)
+                run(k, result, args)
             return result.result()
 
         def ahead(*args) -> None:
-            result, new = entry(args)
+            k, result, new = entry(args)
             if new:
-                threading.Thread(target=run, args=(result, args), daemon=True).start()
+                threading.Thread(target=run, args=(k, result, args), daemon=True).start()
 
         wrapper.ahead = ahead
         return wrapper

@@ -24,10 +24,11 @@ from torch import nn
 
 from .codecs import (LOG_SCALE_RANGE, LOG_SCALE_STEP, LOGIT_STEP, MEAN_RANGE, MEAN_STEP, POST_LOG_SIGMA_STEP,
                      POST_MEAN_RANGE, POST_MEAN_STEP)
-from .likelihood import Mixture, calibrated, mixture_log_prob
-from .intnet import ACT_MAX, Calibration, IntNet, QConv, Site, exact_arithmetic, mode_of, quant, set_mode, ste
 from .config import (COEF_COUNT, COEF_STEP, COEF_TABLE, LOG_STD_RANGE, LOGIT_MAX, PHASES, PIXEL_SCALE, Z_MAX,
                      Z_STEP, Config)
+from .intnet import ACT_MAX, Calibration, IntNet, QConv, Site, exact_arithmetic, mode_of, quant, set_mode, ste
+from .likelihood import Mixture, calibrated, mixture_log_prob
+
 
 class Up(nn.Module):
     """ReLU, 1x1 convolution and 2x pixel shuffle: z features at twice the resolution."""

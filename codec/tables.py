@@ -3,9 +3,10 @@
 Decoding must reproduce the encoder's integer frequencies bit for bit, also on another machine, so nothing
 at coding time may depend on a transcendental function of the platform's libm.  Every table here is built with
 Python's ``decimal`` module (software arithmetic, correctly rounded ``exp``), so its values are the same
-everywhere; the package reads them from tables.npz (``stored``), bucket edges are built on first use.  At coding time a CDF is evaluated from a float64 argument ``t``
-by pure integer interpolation; the caller must build ``t`` from already-quantized parameters with IEEE basic
-operations only (+ - * /, floor, clip), which are exactly reproducible.
+everywhere; the package reads them from tables.npz (``stored``), bucket edges are built on first use.  At coding
+time a CDF is evaluated from a float64 argument ``t`` by pure integer interpolation; the caller must build ``t``
+from already-quantized parameters with IEEE basic operations only (+ - * /, floor, clip), which are exactly
+reproducible.
 """
 
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
