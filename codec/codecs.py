@@ -176,7 +176,7 @@ class LogisticMixture(TableCodec):
             self._means, self._log_scales, self._logits, _LOGISTIC_SLOPE, _EXP_NEG, MEAN_STEP, *MEAN_RANGE,
             LOG_SCALE_STEP, *LOG_SCALE_RANGE, LOGIT_STEP, WEIGHT_BITS, LOGISTIC.radius * _U_SCALE)
         return Cdf(MIXTURE, slope=slope, offset=offset, weights=weights, edges=_LEVEL_EDGES, table=LOGISTIC.packed,
-                   mult=(1 << self.precision) - LEVELS, shift=ONE_BITS + WEIGHT_BITS)
+                   quantiles=LOGISTIC.quantiles, mult=(1 << self.precision) - LEVELS, shift=ONE_BITS + WEIGHT_BITS)
 
 
 class Logistic(LogisticMixture):
@@ -316,17 +316,19 @@ def _drive(generator, step):
 
 class Choice:
     """The shortest of several codecs for the same data: push tries each on a copy of the message, keeps the
-    shortest and pushes its index (uniform); pop reads the index first."""
+    shortest and pushes its index (uniform); pop reads the index first. ``trials(msg)``, if given, lists the
+    indices of the options worth trying on ``msg`` (the others are known to lose there)."""
 
-    def __init__(self, options):
+    def __init__(self, options, trials=None):
         self.options = list(options)
         self.index = UniformCount(1, len(self.options))
+        self.trials = trials or (lambda msg: range(len(self.options)))
 
     def push(self, msg, data):
         best = None
-        for i, codec in enumerate(self.options):
+        for i in self.trials(msg):
             trial = msg.copy()
-            codec.push(trial, data)
+            self.options[i].push(trial, data)
             self.index.push(trial, np.array([i]))
             if best is None or trial.num_bits() < best.num_bits():
                 best = trial

@@ -11,15 +11,17 @@ C(alphabet) = 2^precision, in one of three forms:
 
 Every number is an integer or an IEEE product and difference of two float64 values, each rounded on its own
 (numba compiles without fast-math, so no fused multiply-add), so every machine gets the same C.
-Push codes given intervals; pop finds each symbol by bisection over its edges. Both walk the chunks of
-``rans`` (pop forwards, push backwards); a chunk's lanes spill words in increasing and refill in decreasing lane
-order, each taking the top of the tail. ``logistic_mixture`` snaps the logistic mixtures' parameters.
+Push codes given intervals; pop finds each symbol by bisection over its edges, for logistic mixtures over pixel
+levels after a galloping search from a guess (on CIFAR-10, 2.9 evaluations of C per pixel instead of 8). Both
+walk the chunks of ``rans`` (pop forwards, push backwards); a chunk's lanes spill words in increasing and refill
+in decreasing lane order, each taking the top of the tail. ``logistic_mixture`` snaps the logistic mixtures'
+parameters.
 """
 import numpy as np
 from numba import njit
 
 from .rans import HEAD_MIN, MIXTURE, ROWS, VIRTUAL_WORD
-from .tables import FRAC_BITS
+from .tables import FRAC_BITS, QUANTILE_BITS
 
 @njit(cache=True, nogil=True)
 def _mixture(i, e, slope, offset, weights, edges, table, mult, shift):
@@ -43,8 +45,8 @@ def _table(i, e, precision, kind, rows, count):
 
 
 @njit(cache=True, nogil=True)
-def intervals(symbols, precision, kind, rows, count, slope, offset, weights, edges, table, mult, shift):
-    """(start, freq) of every symbol: C(s) and C(s + 1) - C(s)."""
+def intervals(symbols, precision, kind, rows, count, slope, offset, weights, edges, table, quantiles, mult, shift):
+    """(start, freq) of every symbol: C(s) and C(s + 1) - C(s) (``quantiles`` is for pop)."""
     n = symbols.size
     start, freq = np.empty(n, np.int64), np.empty(n, np.int64)
     if kind == MIXTURE:  # (one loop per kind: a branch in the loop would cost more than a mixture's C)
@@ -94,27 +96,65 @@ def _pop_step(head, j, cf, c_lo, c_hi, tail, length, strict, precision):
 
 
 @njit(cache=True, nogil=True)
+def _mixture_search(i, cf, precision, alphabet, slope, offset, weights, edges, table, quantiles, mult, shift):
+    """(e, C(e), C(e + 1)) of the symbol e of MIXTURE symbol i whose interval holds cf, by bisection; with
+    ``quantiles`` (level edges only), first a galloping search outwards from a guess: the weighted mean of the
+    levels where the components reach the quantile cf / 2^precision. (A guess only saves evaluations of C: any
+    guess finds the same symbol.)"""
+    lo, hi, c_lo, c_hi = 0, alphabet, 0, np.int64(1) << precision
+    if quantiles.size > 1:
+        u = quantiles[cf >> (precision - QUANTILE_BITS) if precision >= QUANTILE_BITS
+                      else cf << (QUANTILE_BITS - precision)]
+        guess, total = 0.0, 0
+        for k in range(weights.shape[1]):
+            guess += weights[i, k] * ((u + offset[i, k]) / slope[i, k])
+            total += weights[i, k]
+        e = np.int64(min(max(guess / total + 0.5, 0.0), alphabet - 1.0))     # edges[e] = e - 1/2
+        c = _mixture(i, e, slope, offset, weights, edges, table, mult, shift) if e else 0
+        step = 1
+        if c <= cf:                              # e <= the symbol: gallop upwards
+            lo, c_lo = e, c
+            while lo + step < hi:
+                c = _mixture(i, lo + step, slope, offset, weights, edges, table, mult, shift)
+                if c > cf:
+                    hi, c_hi = lo + step, c
+                    break
+                lo, c_lo, step = lo + step, c, 2 * step
+        else:                                    # the symbol < e: gallop downwards
+            hi, c_hi = e, c
+            while hi - step > lo:
+                c = _mixture(i, hi - step, slope, offset, weights, edges, table, mult, shift)
+                if c <= cf:
+                    lo, c_lo = hi - step, c
+                    break
+                hi, c_hi, step = hi - step, c, 2 * step
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        c = _mixture(i, mid, slope, offset, weights, edges, table, mult, shift)
+        if c <= cf:
+            lo, c_lo = mid, c
+        else:
+            hi, c_hi = mid, c
+    return lo, c_lo, c_hi
+
+
+@njit(cache=True, nogil=True)
 def pop(head, tail, length, strict, out, precision, alphabet, kind, rows, count, slope, offset, weights, edges,
-        table, mult, shift):
-    """Pop ``out.size`` symbols into ``out``, each by bisection; returns the new tail length, -1 past the bottom of
-    a strict message's tail (a message that is not strict reads VIRTUAL_WORD there). One loop per kind, as in
-    ``intervals``: a branch per evaluation of C made pops 25-45 % slower, and loops taking C as a function argument
-    cannot be cached."""
+        table, quantiles, mult, shift):
+    """Pop ``out.size`` symbols into ``out``, each by bisection (from a guess for mixtures); returns the new tail
+    length, -1 past the bottom of a strict message's tail (a message that is not strict reads VIRTUAL_WORD there).
+    One loop per kind, as in ``intervals``: a branch per evaluation of C made pops 25-45 % slower, and loops taking
+    C as a function argument cannot be cached."""
     lanes, n, mask = head.size, out.size, (1 << precision) - 1
     bits = 0
     while (1 << bits) < alphabet:
         bits += 1
-    if kind == MIXTURE:  # (alphabet = 2^bits)
+    if kind == MIXTURE:
         for lo in range(0, n, lanes):
             for j in range(min(lanes, n - lo) - 1, -1, -1):
                 cf = head[j] & mask
-                e, c_lo, c_hi = 0, 0, np.int64(1) << precision
-                for b in range(bits - 1, -1, -1):
-                    c = _mixture(lo + j, e + (1 << b), slope, offset, weights, edges, table, mult, shift)
-                    if c <= cf:
-                        e, c_lo = e + (1 << b), c
-                    else:
-                        c_hi = c
+                e, c_lo, c_hi = _mixture_search(lo + j, cf, precision, alphabet, slope, offset, weights, edges,
+                                                table, quantiles, mult, shift)
                 out[lo + j] = e
                 length = _pop_step(head, j, cf, c_lo, c_hi, tail, length, strict, precision)
                 if length < 0:

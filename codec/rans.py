@@ -34,6 +34,7 @@ class Cdf(NamedTuple):
     weights: np.ndarray = np.zeros((1, 1), np.int64)      # (n, K) int64
     edges: np.ndarray = np.zeros(1)                       # (alphabet + 1,) float64
     table: np.ndarray = np.zeros(1, np.int64)             # packed IntCdf table
+    quantiles: np.ndarray = np.zeros(1)                   # IntCdf.quantiles for MIXTUREs over levels (pop's guess)
     mult: int = 0
     shift: int = 0
 
@@ -111,6 +112,10 @@ class Message:
         self._reserve(words.size)
         self._tail[self._len : self._len + words.size] = words
         self._len += words.size
+
+    def empty(self):
+        """True while nothing has been pushed: every head lane at ``HEAD0``, no tail words."""
+        return self._len == 0 and bool(np.all(self.head == HEAD0))
 
     def check_initial(self):
         """Raise ``CorruptMessage`` unless the message is back in its initial state: every head lane equal to

@@ -11,7 +11,7 @@ reproducible.
 
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from statistics import NormalDist
 
@@ -21,6 +21,7 @@ ONE_BITS = 24
 ONE = 1 << ONE_BITS  # CDF values are integers in [0, ONE]
 STEP_BITS = 8  # table grid step 2^-8 in t
 FRAC_BITS = 12  # linear interpolation resolves t to 2^-(STEP_BITS + FRAC_BITS)
+QUANTILE_BITS = 10  # IntCdf.quantiles: 2^10 of them
 _PREC = 40  # decimal digits for table construction
 _SQRT_2PI = Decimal("2.506628274631000502415765284811045253006986740609938316629923")
 
@@ -65,6 +66,13 @@ class IntCdf:
         if diffs.max() >= 1 << 16:
             raise ValueError("table increments do not fit 16 bits")
         self.packed = self.values << 16 | diffs  # one table read gives value and increment
+
+    @cached_property
+    def quantiles(self):
+        """u = (t + radius) 2^20 where F first reaches (j + 1/2) / 2^QUANTILE_BITS, j = 0..2^QUANTILE_BITS - 1:
+        where the coder's pops start their search (float64; a guess, not part of any CDF)."""
+        targets = (np.arange(1 << QUANTILE_BITS) * 2 + 1) << (ONE_BITS - QUANTILE_BITS - 1)
+        return (np.searchsorted(self.values, targets) << FRAC_BITS).astype(np.float64)
 
     def __call__(self, t):
         """Integer F(t) in [0, 2^24], monotone non-decreasing in the float64 array ``t``."""

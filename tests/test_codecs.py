@@ -275,7 +275,7 @@ def test_logistic_mixture_cdf_matches_the_formula(k):
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 6), precision=st.sampled_from([12, 16, 24]))
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 6), precision=st.sampled_from([8, 9, 12, 16, 24]))
 def test_logistic_mixture(seed, k, precision):
     rng = np.random.default_rng(seed)
     n = 400
@@ -290,6 +290,26 @@ def test_logistic_mixture(seed, k, precision):
     _, freq = all_freqs(lambda r: C.LogisticMixture(np.repeat(means[:20], r, 0), np.repeat(log_scales[:20], r, 0),
                                                     np.repeat(logits[:20], r, 0), precision), 20)
     assert np.all(freq >= 1) and np.all(freq.sum(1) == 1 << precision)
+
+
+@pytest.mark.parametrize("precision", [8, 10, 13])
+def test_mixture_pop_finds_the_interval_of_every_value(precision):
+    """Pop searches from a guess; whatever the guess, every cf in 0..2^p - 1 gives the symbol whose interval
+    holds it (mixtures with far-apart components, where the guess is poor, included)."""
+    rng = np.random.default_rng(precision)
+    k = 3
+    means, log_scales = rng.uniform(-20, 280, (40, k)), rng.uniform(-7, 5, (40, k))
+    logits = rng.normal(0, 3, (40, k))
+    start, _ = all_freqs(lambda r: C.LogisticMixture(np.repeat(means, r, 0), np.repeat(log_scales, r, 0),
+                                                     np.repeat(logits, r, 0), precision), 40)
+    cf = np.arange(1 << precision)
+    for row in range(40):
+        codec = C.LogisticMixture(np.repeat(means[row:row + 1], cf.size, 0),
+                                  np.repeat(log_scales[row:row + 1], cf.size, 0),
+                                  np.repeat(logits[row:row + 1], cf.size, 0), precision)
+        msg = Message(cf.size)
+        msg.head[:] = (1 << 56) + cf
+        assert np.array_equal(codec.pop(msg), np.searchsorted(start[row], cf, side="right") - 1)
 
 
 # ---------------------------------------------------------------- Gaussian latents
@@ -393,6 +413,24 @@ def test_choice_keeps_the_shortest_option(seed, lanes):
         options[best].push(alone, data)
         C.UniformCount(1, len(options)).push(alone, np.array([best]))
         assert msg == alone
+
+
+def test_choice_tries_only_the_options_its_trials_name():
+    data = np.random.default_rng(0).integers(0, 4, 200)
+    fair, skewed = C.Uniform(200, 2), C.Categorical(np.array([0, 1, 2, 3, 1 << 16]), 200)
+    codec = C.Choice([fair, skewed], lambda msg: [1] if msg.empty() else [0, 1])
+    for head_start, best in ((False, 1), (True, 0)):
+        msg, alone = Message(3), Message(3)
+        if head_start:
+            for m in (msg, alone):
+                C.Uniform(9, 3).push(m, np.arange(9) % 8)
+        assert msg.empty() != head_start
+        codec.push(msg, data)
+        options = [fair, skewed]
+        options[best].push(alone, data)
+        C.UniformCount(1, 2).push(alone, np.array([best]))
+        assert msg == alone
+        assert np.array_equal(codec.pop(msg), data)
 
 
 @SETTINGS
