@@ -11,7 +11,7 @@ from .coder import Archive, TileCoder
 from .container import CHECKSUM_BYTES, HASH_BYTES, LIMITS, CodingParams, FormatError, Header, ImageRecord, pack
 from .image import Picture
 from .layers import BYTES, JPEG_XL, PNG, STORED, STREAMS, Layer, coding_of, join, split
-from .memo import digest, remembered
+from .memo import background, digest, remembered
 from .rans import CorruptMessage, Message
 from .weights import ModelError, load_network, read_config, require_channels, resolve, shipped_models, weights_hash
 
@@ -159,18 +159,23 @@ def encode(pictures: list[Picture], names: list[str], codings: list[int], model_
     return pack(header, msg.to_bytes() + b"".join(b for b in blobs if b is not None)), bits
 
 
-def cheaper_coding(pic: Picture, model_bytes: float) -> tuple[int | None, float]:
+def probe(pic: Picture) -> int:
+    """The bytes of a quick JPEG XL coding of the picture (effort 1 below SMALL subpixels, else PROBE_EFFORT)."""
+    return len(classical.jpeg_xl(pic, classical.PROBE_EFFORT if pic.subpixels > SMALL else 1))
+
+
+def cheaper_coding(pic: Picture, model_bytes: float, probe_bytes: int | None = None) -> tuple[int | None, float]:
     """(STORED, JPEG_XL or PNG, its bytes) if that codes the picture in fewer bytes than ``model_bytes``, else
     (None, model_bytes).
 
     The classical coders run (JPEG XL at full effort; PNG, whose deflate only wins on flat content, below FLAT bits
-    per subpixel) only when a quick JPEG XL probe comes within PROMISING of the model: where the model is far ahead
-    (digits, CIFAR-10 images) they would only cost time."""
+    per subpixel) only when a quick JPEG XL probe (``probe``; its bytes if already known) comes within PROMISING of
+    the model: where the model is far ahead (digits, CIFAR-10 images) they would only cost time."""
     sizes = {None: model_bytes, STORED: len(pic.pixel_bytes())}
-    probe = len(classical.jpeg_xl(pic, classical.PROBE_EFFORT if pic.subpixels > SMALL else 1))
-    if probe < PROMISING * model_bytes:
+    probe_bytes = probe(pic) if probe_bytes is None else probe_bytes
+    if probe_bytes < PROMISING * model_bytes:
         sizes[JPEG_XL] = len(classical.jpeg_xl(pic))
-        if 8 * probe < FLAT * pic.subpixels:
+        if 8 * probe_bytes < FLAT * pic.subpixels:
             sizes[PNG] = len(classical.png(pic))
     best = min(sizes, key=sizes.get)
     return best, sizes[best]
@@ -184,7 +189,8 @@ def compress(pictures: list[Picture], names: list[str], model_name: str | None, 
     shorter: for a single image, than its model-coded file; in an archive, than the bits the model spent on the
     picture's tiles, and the archive, coded again when that saves at least RECODE_GAIN of it (another pass of the
     model), keeps whichever whole file is shorter. A large picture that a classical coding codes far shorter than
-    the model's estimate (``screen``) is not coded by the model at all."""
+    the model's estimate (``screen``) is not coded by the model at all. The JPEG XL probes of the pictures
+    (``cheaper_coding``) run in a thread while the model codes them."""
     params.check()
     codings = [coding_of(p) for p in pictures]
     if any(c not in BYTES for c in codings):
@@ -198,11 +204,13 @@ def compress(pictures: list[Picture], names: list[str], model_name: str | None, 
     require_channels(read_config(path), path.stem, pictures)
     if classical:
         codings = screen(pictures, codings, model_name, params, device)
+        probes = background(lambda: [None if c in BYTES else probe(p) for p, c in zip(pictures, codings)])
     best, bits = encode(pictures, names, codings, model_name, params, archive, device, progress)
     if not classical:
         return best
     spent = [len(best)] if len(pictures) == 1 else bits / 8
-    cheaper = [(None, b) if c in BYTES else cheaper_coding(p, b) for p, c, b in zip(pictures, codings, spent)]
+    cheaper = [(None, b) if c in BYTES else cheaper_coding(p, b, n)
+               for p, c, b, n in zip(pictures, codings, spent, probes.result())]
     saving = sum(b - size for b, (_, size) in zip(spent, cheaper))
     if saving > 0 and (len(pictures) == 1 or saving >= RECODE_GAIN * len(best)):
         codings = [c if c is not None else old for (c, _), old in zip(cheaper, codings)]

@@ -43,7 +43,7 @@ def ste(exact: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 
 def quant(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     """Round and clamp to integers in [lo, hi]."""
-    return rnd(x).clamp(lo, hi)
+    return rnd(x).clamp(lo, hi) if x.requires_grad else torch.round(x).clamp_(lo, hi)
 
 
 def per_channel(v: torch.Tensor) -> torch.Tensor:

@@ -69,3 +69,17 @@ def remembered(key, size: int = 8):
         wrapper.ahead = ahead
         return wrapper
     return decorate
+
+
+def background(fn) -> Future:
+    """``fn()`` computed in a daemon thread (it does not hold up the exit of a process that fails meanwhile)."""
+    result = Future()
+
+    def run() -> None:
+        try:
+            result.set_result(fn())
+        except Exception as e:          # raised again by result.result()
+            result.set_exception(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    return result
