@@ -1,7 +1,8 @@
 """Remembering the results of expensive, deterministic encoder steps for the pictures seen last.
 
 The encoder asks for the same JPEG XL stream when it compares codings and again when it writes the file, and for
-the same model estimate when it chooses a model and when it screens a single picture.
+the same model estimate when it chooses a model and when it screens a single picture. ``background`` runs other
+work (the JPEG XL probes of an archive's pictures) in a thread while the encoder goes on.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""Tests of the encoder's memo: results remembered by key, computed once, also when started ahead in a thread."""
+"""Tests of the encoder's memo: results remembered by key, computed once, also when started ahead in a thread;
+and work started in the background."""
 import threading
 
 import pytest
 
-from vaezip.memo import remembered
+from vaezip.memo import background, remembered
 
 
 def test_results_are_remembered_and_computed_once_also_ahead():
@@ -36,3 +37,19 @@ def test_failures_are_raised_to_the_caller_and_not_remembered():
     with pytest.raises(ValueError, match="first try"):
         fragile(1)
     assert fragile(1) == 1 and fragile(1) == 1 and calls == [1, 1]
+
+
+def test_background_work_runs_in_another_thread_and_raises_in_the_caller():
+    release, threads = threading.Event(), []
+
+    def work():
+        release.wait(10)
+        threads.append(threading.current_thread())
+        return 42
+
+    result = background(work)
+    assert not result.done()                # started, held by the event: the caller goes on meanwhile
+    release.set()
+    assert result.result(10) == 42 and threads[0] is not threading.current_thread() and threads[0].daemon
+    with pytest.raises(ZeroDivisionError):
+        background(lambda: 1 // 0).result(10)
