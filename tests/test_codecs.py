@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from vaezip import codecs as C
 from vaezip import tables
+from vaezip.container import CodingParams
 from vaezip.rans import CorruptMessage, Message
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -81,7 +82,8 @@ def test_stored_tables_are_what_decimal_arithmetic_builds():
     """tables.npz (read at import, for start-up time) holds exactly the tables ``python -m vaezip.tables`` builds."""
     from vaezip import config  # noqa: F401  (registers the channel coefficients' table)
     assert set(tables.BUILDERS) == {"logistic", "normal", "log2", "exp2", "logistic_slope", "exp_neg", "gauss_slope",
-                                    "coef_tanh"}
+                                    "coef_tanh", "normal_buckets"}
+    assert CodingParams().latent_bits == tables.STORED_LATENT_BITS      # the buckets every default file uses
     with np.load(tables.STORE) as stored:
         assert set(stored.files) == set(tables.BUILDERS)
         for name, build in tables.BUILDERS.items():
