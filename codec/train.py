@@ -24,6 +24,7 @@ from .weights import ModelError, model_info, read_model, resolve, save_model
 
 KL_WARMUP = 0.1   # from scratch, the KL weight ramps from 0 to 1 over this fraction of the steps (posterior collapse)
 QUANT_FROM = 0.5  # from scratch, the network is quantized after this fraction of the steps
+VALIDATION = 1000  # MNIST and CIFAR-10: images at the end of the training split held out to validate on
 CALIBRATION_BATCHES = 16
 PRESETS = {
     "mnist": Config(channels=1, levels=2, latent=1, width=48, stage_width=32, mixtures=3),
@@ -48,11 +49,11 @@ class TrainSettings:
 
 
 def _datasets(dataset: str, crop: int, root: Path | None):
-    """(training source, fixed validation batch array) for a dataset; never Kodak, never a test split for training."""
-    if dataset == "mnist":
-        return data.load_mnist("train", root), data.load_mnist("test", root)[:1000]
-    if dataset == "cifar10":
-        return data.load_cifar10("train", root), data.load_cifar10("test", root)[:1000]
+    """(training source, fixed validation batch array) for a dataset; never Kodak, never a test split: MNIST and
+    CIFAR-10 validate on the last VALIDATION images of their training split, held out of training."""
+    if dataset in ("mnist", "cifar10"):
+        images = (data.load_mnist if dataset == "mnist" else data.load_cifar10)("train", root)
+        return images[:-VALIDATION], images[-VALIDATION:]
     if dataset == "photo":
         return data.load_photos("train", root), data.center_crops(data.load_photos("val", root), crop)
     raise ValueError(f"unknown dataset {dataset!r}")
