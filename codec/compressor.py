@@ -115,7 +115,7 @@ def screen(pictures: list[Picture], codings: list[int], model_name: str, params:
     out = []
     for pic, coding in zip(pictures, codings):
         if _screenable(pic, coding):
-            crop = replace(pic, color=centre(pic.color), alpha=None if pic.alpha is None else centre(pic.alpha))
+            crop = _centre(pic)
             bits = estimate_bits(model_name, [color for color, _ in split(crop, coding)], params, device)
             estimate = bits / 8 * len(classical.jpeg_xl(pic)) / len(classical.jpeg_xl(crop))
             coding = cheaper_coding(pic, MARGIN * estimate)[0] or coding
@@ -124,12 +124,18 @@ def screen(pictures: list[Picture], codings: list[int], model_name: str, params:
 
 
 def _jpeg_xl_ahead(pictures: list[Picture], codings: list[int]) -> None:
-    """Start the JPEG XL encoding that ``screen`` needs first, to run while the model makes its estimates (only
-    one: many at once could hold the memory of many encoders)."""
+    """Start the JPEG XL encodings that ``screen`` needs first (of the picture and its centre), to run while the
+    model makes its estimates (only for one picture: many at once could hold the memory of many encoders)."""
     for pic, coding in zip(pictures, codings):
         if _screenable(pic, coding):
             classical.jpeg_xl.ahead(pic)
+            classical.jpeg_xl.ahead(_centre(pic))
             return
+
+
+def _centre(pic: Picture) -> Picture:
+    """The picture's centre (``centre``)."""
+    return replace(pic, color=centre(pic.color), alpha=None if pic.alpha is None else centre(pic.alpha))
 
 
 def _screenable(pic: Picture, coding: int) -> bool:
