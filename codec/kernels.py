@@ -95,39 +95,48 @@ def _pop_step(head, j, cf, c_lo, c_hi, tail, length, strict, precision):
     return length
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _mixture_search(i, cf, precision, alphabet, slope, offset, weights, edges, table, quantiles, mult, shift):
     """(e, C(e), C(e + 1)) of the symbol e of MIXTURE symbol i whose interval holds cf, by bisection; with
     ``quantiles`` (level edges only), first a galloping search outwards from a guess: the weighted mean of the
     levels where the components reach the quantile cf / 2^precision. (A guess only saves evaluations of C: any
     guess finds the same symbol.)"""
     lo, hi, c_lo, c_hi = 0, alphabet, 0, np.int64(1) << precision
-    if quantiles.size > 1:
-        u = quantiles[cf >> (precision - QUANTILE_BITS) if precision >= QUANTILE_BITS
-                      else cf << (QUANTILE_BITS - precision)]
-        guess, total = 0.0, 0
-        for k in range(weights.shape[1]):
-            guess += weights[i, k] * ((u + offset[i, k]) / slope[i, k])
-            total += weights[i, k]
-        e = np.int64(min(max(guess / total + 0.5, 0.0), alphabet - 1.0))     # edges[e] = e - 1/2
-        c = _mixture(i, e, slope, offset, weights, edges, table, mult, shift) if e else 0
-        step = 1
-        if c <= cf:                              # e <= the symbol: gallop upwards
-            lo, c_lo = e, c
-            while lo + step < hi:
-                c = _mixture(i, lo + step, slope, offset, weights, edges, table, mult, shift)
-                if c > cf:
-                    hi, c_hi = lo + step, c
-                    break
-                lo, c_lo, step = lo + step, c, 2 * step
-        else:                                    # the symbol < e: gallop downwards
-            hi, c_hi = e, c
-            while hi - step > lo:
-                c = _mixture(i, hi - step, slope, offset, weights, edges, table, mult, shift)
-                if c <= cf:
-                    lo, c_lo = hi - step, c
-                    break
-                hi, c_hi, step = hi - step, c, 2 * step
+    if quantiles.size == 1:                      # plain bisection (alphabet = 2^bits)
+        b = alphabet >> 1
+        while b:
+            c = _mixture(i, lo + b, slope, offset, weights, edges, table, mult, shift)
+            if c <= cf:
+                lo, c_lo = lo + b, c
+            else:
+                c_hi = c
+            b >>= 1
+        return lo, c_lo, c_hi
+    u = quantiles[cf >> (precision - QUANTILE_BITS) if precision >= QUANTILE_BITS
+                  else cf << (QUANTILE_BITS - precision)]
+    guess, total = 0.0, 0
+    for k in range(weights.shape[1]):
+        guess += weights[i, k] * ((u + offset[i, k]) / slope[i, k])
+        total += weights[i, k]
+    e = np.int64(min(max(guess / total + 0.5, 0.0), alphabet - 1.0))     # edges[e] = e - 1/2
+    c = _mixture(i, e, slope, offset, weights, edges, table, mult, shift) if e else 0
+    step = 1
+    if c <= cf:                                  # e <= the symbol: gallop upwards
+        lo, c_lo = e, c
+        while lo + step < hi:
+            c = _mixture(i, lo + step, slope, offset, weights, edges, table, mult, shift)
+            if c > cf:
+                hi, c_hi = lo + step, c
+                break
+            lo, c_lo, step = lo + step, c, 2 * step
+    else:                                        # the symbol < e: gallop downwards
+        hi, c_hi = e, c
+        while hi - step > lo:
+            c = _mixture(i, hi - step, slope, offset, weights, edges, table, mult, shift)
+            if c <= cf:
+                lo, c_lo = hi - step, c
+                break
+            hi, c_hi, step = hi - step, c, 2 * step
     while hi - lo > 1:
         mid = (lo + hi) >> 1
         c = _mixture(i, mid, slope, offset, weights, edges, table, mult, shift)
