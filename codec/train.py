@@ -25,6 +25,8 @@ from .weights import ModelError, model_info, read_model, resolve, save_model
 KL_WARMUP = 0.1   # from scratch, the KL weight ramps from 0 to 1 over this fraction of the steps (posterior collapse)
 QUANT_FROM = 0.5  # from scratch, the network is quantized after this fraction of the steps
 VALIDATION = 1000  # MNIST and CIFAR-10: images at the end of the training split held out to validate on
+VALIDATION_SETS = {"mnist": f"the last {VALIDATION} training images, held out", "cifar10":
+                   f"the last {VALIDATION} training images, held out", "photo": "centre crops of photos-val"}
 CALIBRATION_BATCHES = 16
 PRESETS = {
     "mnist": Config(channels=1, levels=2, latent=1, width=48, stage_width=32, mixtures=3),
@@ -200,7 +202,7 @@ def train(s: TrainSettings, run_dir: Path, out: Path, root: Path | None = None) 
             "lr": s.lr, "seed": s.seed, "wall_seconds": round(time.time() - start), "parameters":
             count_parameters(model), "validation_bpd": round(bits_per_dim(model, val, s.device), 4),
             "stage_blocks": model.config.stage_blocks, "coarse_levels": model.config.coarse_levels,
-            "quantized_from_step": quant_from, "samples": s.samples}
+            "quantized_from_step": quant_from, "samples": s.samples, "validation": VALIDATION_SETS[s.dataset]}
     if start_model is not None:
         c = start_model.config
         info["init"] = {"stage_blocks": c.stage_blocks, "coarse_levels": c.coarse_levels,

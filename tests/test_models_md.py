@@ -19,6 +19,8 @@ def test_single_run():
         "5 steps of batch 16 on the ELBO, Adam lr 0.001 (cosine), seed 5, 5 min, with 1 residual block(s) per "
         "stage (5,000 parameters); validation -ELBO 3.5"]
     assert " on the IWAE bound with M = 4 samples, " in training_history(run(5, samples=4), Config())[0]
+    assert training_history(run(5, validation="held-out images"), Config())[0].endswith(
+        "validation -ELBO 3.5 on held-out images")
 
 
 def test_runs_listed_oldest_first_with_their_architecture():
