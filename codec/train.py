@@ -25,8 +25,9 @@ from .weights import ModelError, model_info, read_model, resolve, save_model
 KL_WARMUP = 0.1   # from scratch, the KL weight ramps from 0 to 1 over this fraction of the steps (posterior collapse)
 QUANT_FROM = 0.5  # from scratch, the network is quantized after this fraction of the steps
 VALIDATION = 1000  # MNIST and CIFAR-10: images at the end of the training split held out to validate on
-VALIDATION_SETS = {"mnist": f"the last {VALIDATION} training images, held out", "cifar10":
-                   f"the last {VALIDATION} training images, held out", "photo": "centre crops of photos-val"}
+VALIDATION_SETS = {"mnist": f"the last {VALIDATION} training images, held out",
+                   "cifar10": f"the last {VALIDATION} training images, held out",
+                   "photo": "centre crops of photos-val"}
 CALIBRATION_BATCHES = 16
 PRESETS = {
     "mnist": Config(channels=1, levels=2, latent=1, width=48, stage_width=32, mixtures=3),
