@@ -100,15 +100,15 @@ def _params(x, shape=None):
     return x
 
 
-def _clip(x, lo, hi, out=None):
-    """np.clip without its Python-level overhead (NaN-free input)."""
+def clip(x, lo, hi, out=None):
+    """np.clip without its Python-level overhead (NaN-free input; a tenth of a small convolution's time)."""
     x = np.maximum(x, lo, out=out)
     return np.minimum(x, hi, out=x)
 
 
 def _snap(x, step, lo, hi):
     """``x`` snapped to the nearest multiple of ``step`` (a power of two) in [lo, hi] (multiples of it)."""
-    x = _clip(x, lo, hi)
+    x = clip(x, lo, hi)
     x *= 1 / step
     np.rint(x, out=x)
     x *= step
@@ -117,7 +117,7 @@ def _snap(x, step, lo, hi):
 
 def _grid_index(x, step, lo, hi):
     """Index of ``x`` on the grid lo, lo + step, ..., hi (nearest point, clamped)."""
-    x = _clip(x, lo, hi)
+    x = clip(x, lo, hi)
     x -= lo
     x *= 1 / step
     np.rint(x, out=x)
@@ -185,7 +185,6 @@ class Logistic(LogisticMixture):
 
     def __init__(self, mean, log_scale, precision=16):
         mean, log_scale = _params(mean).ravel(), _params(log_scale).ravel()
-        _check_levels(mean, log_scale, precision)
         super().__init__(mean[:, None], log_scale[:, None], np.zeros((mean.size, 1)), precision)
 
 

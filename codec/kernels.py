@@ -155,9 +155,6 @@ def pop(head, tail, length, strict, out, precision, alphabet, kind, rows, count,
     One loop per kind, as in ``intervals``: a branch per evaluation of C made pops 25-45 % slower, and loops taking
     C as a function argument cannot be cached."""
     lanes, n, mask = head.size, out.size, (1 << precision) - 1
-    bits = 0
-    while (1 << bits) < alphabet:
-        bits += 1
     if kind == MIXTURE:
         for lo in range(0, n, lanes):
             for j in range(min(lanes, n - lo) - 1, -1, -1):
@@ -169,6 +166,9 @@ def pop(head, tail, length, strict, out, precision, alphabet, kind, rows, count,
                 if length < 0:
                     return -1
     else:
+        bits = 0
+        while (1 << bits) < alphabet:
+            bits += 1
         for lo in range(0, n, lanes):
             for j in range(min(lanes, n - lo) - 1, -1, -1):
                 cf = head[j] & mask

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .codecs import LOG_SCALE_RANGE, LOG_SCALE_STEP
+from .codecs import LOG_SCALE_RANGE, LOG_SCALE_STEP, clip
 
 SCALE_OFFSETS = np.arange(-4, 11) * 2 * LOG_SCALE_STEP
 NO_SHIFT = 4
@@ -61,8 +61,7 @@ def choose_offsets(x: np.ndarray, mix: dict, mask: np.ndarray | None = None) -> 
     def cost(idx: np.ndarray) -> np.ndarray:
         """Costs (m, B, C) of m offset indices per tile and channel (m, B, C), in one vectorized evaluation."""
         inv_s = mix["log_scales"] + SCALE_OFFSETS[idx][:, :, None, :, None, None]
-        np.maximum(inv_s, LOG_SCALE_RANGE[0], out=inv_s)                 # (np.clip without its overhead)
-        np.minimum(inv_s, LOG_SCALE_RANGE[1], out=inv_s)
+        clip(inv_s, *LOG_SCALE_RANGE, out=inv_s)
         np.negative(inv_s, out=inv_s)
         np.exp(inv_s, out=inv_s)
         with np.errstate(over="ignore", invalid="ignore"):
