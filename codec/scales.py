@@ -35,7 +35,7 @@ def choose_offsets(x: np.ndarray, mix: dict, mask: np.ndarray | None = None) -> 
     fewest bits, the offset's own cost included; (B, C) int64. ``mix``: the stage's mixture as arrays
     ``logit_weights``, ``means``, ``log_scales`` (B, K, C, h, w), ``coefficients``; ``mask`` (B, h, w): real pixels.
 
-    Estimated in float64 on a strided subset of at most about CALIBRATION_PIXELS pixels of the batch, by a
+    Estimated in float32 on a strided subset of at most about CALIBRATION_PIXELS pixels of the batch, by a
     coarse-to-fine search (every third offset, then the neighbours of the best), which assumes the cost is unimodal
     in the offset.
     """
@@ -43,31 +43,34 @@ def choose_offsets(x: np.ndarray, mix: dict, mask: np.ndarray | None = None) -> 
     step = max(1, math.ceil(math.sqrt(b * h * w / CALIBRATION_PIXELS)))
     sub = lambda a: a[..., ::step, ::step]
     x, mix = sub(x), {k: sub(v) for k, v in mix.items()}
-    weight = np.ones((b, 1) + x.shape[2:]) if mask is None else sub(mask)[:, None].astype(np.float64)
+    weight = np.ones((b, 1) + x.shape[2:], np.float32) if mask is None else sub(mask)[:, None].astype(np.float32)
     means = np.stack([channel_mean(x, mix, k) for k in range(c)], axis=2)
-    centered = x[:, None].astype(np.float64) - means
+    centered = (x[:, None] - means).astype(np.float32)
     # each bin as sigma(upper / s) - sigma(lower / s), mirrored above the mean (where both are near 1) so that the
-    # difference keeps its precision; the outer bins are open
-    flip = centered > 0
-    upper = np.where(flip, 0.5 - centered, centered + 0.5)
-    lower = np.where(flip, -0.5 - centered, centered - 0.5)
-    upper[np.broadcast_to(np.where(flip, x[:, None] == 0, x[:, None] == 255), upper.shape)] = np.inf
-    lower[np.broadcast_to(np.where(flip, x[:, None] == 255, x[:, None] == 0), lower.shape)] = -np.inf
-    logits = mix["logit_weights"] - mix["logit_weights"].max(axis=1, keepdims=True)
+    # difference keeps its precision: upper = 0.5 - |x - mean|, lower = upper - 1; the outer bins are open
+    above = centered > 0
+    upper = np.abs(centered, out=centered)
+    np.subtract(np.float32(0.5), upper, out=upper)
+    lower = upper - np.float32(1)
+    first, last = x[:, None] == 0, x[:, None] == 255
+    upper[above & first | ~above & last] = np.inf
+    lower[above & last | ~above & first] = -np.inf
+    logits = (mix["logit_weights"] - mix["logit_weights"].max(axis=1, keepdims=True)).astype(np.float32)
+    log_scales = mix["log_scales"].astype(np.float32)
     weights = np.exp(logits)
     weights /= weights.sum(axis=1, keepdims=True)
     offset_bits = OFFSET_NATS / math.log(2)
 
     def cost(idx: np.ndarray) -> np.ndarray:
         """Costs (m, B, C) of m offset indices per tile and channel (m, B, C), in one vectorized evaluation."""
-        inv_s = mix["log_scales"] + SCALE_OFFSETS[idx][:, :, None, :, None, None]
+        inv_s = log_scales + SCALE_OFFSETS.astype(np.float32)[idx][:, :, None, :, None, None]
         clip(inv_s, *LOG_SCALE_RANGE, out=inv_s)
         np.negative(inv_s, out=inv_s)
         np.exp(inv_s, out=inv_s)
         with np.errstate(over="ignore", invalid="ignore"):
             p = _sigmoid(upper * inv_s) - _sigmoid(lower * inv_s)
-        prob = np.maximum((weights * p).sum(axis=2), 1e-30)
-        return -(np.log2(prob) * weight).sum((-2, -1)) * step ** 2 + offset_bits[idx]
+        prob = np.maximum((weights * p).sum(axis=2), np.float32(1e-30))
+        return -(np.log2(prob) * weight).sum((-2, -1), dtype=np.float64) * step ** 2 + offset_bits[idx]
 
     coarse = np.arange(1, len(SCALE_OFFSETS), 3)
     costs = cost(np.broadcast_to(coarse[:, None, None], (coarse.size, b, c)))
