@@ -117,8 +117,8 @@ def screen(pictures: list[Picture], codings: list[int], model_name: str, params:
         if _screenable(pic, coding):
             crop = _centre(pic)
             bits = estimate_bits(model_name, [color for color, _ in split(crop, coding)], params, device)
-            estimate = bits / 8 * len(classical.jpeg_xl(pic)) / len(classical.jpeg_xl(crop))
-            coding = cheaper_coding(pic, MARGIN * estimate)[0] or coding
+            whole = len(classical.jpeg_xl(pic))
+            coding = cheaper_coding(pic, MARGIN * bits / 8 * whole / len(classical.jpeg_xl(crop)), whole)[0] or coding
         out.append(coding)
     return out
 
@@ -175,8 +175,8 @@ def cheaper_coding(pic: Picture, model_bytes: float, probe_bytes: int | None = N
     (None, model_bytes).
 
     The classical coders run (JPEG XL at full effort; PNG, whose deflate only wins on flat content, below FLAT bits
-    per subpixel) only when a quick JPEG XL probe (``probe``; its bytes if already known) comes within PROMISING of
-    the model: where the model is far ahead (digits, CIFAR-10 images) they would only cost time."""
+    per subpixel) only when a quick JPEG XL probe (``probe``; its bytes, or the full effort's, if already known) comes
+    within PROMISING of the model: where the model is far ahead (digits, CIFAR-10 images) they would only cost time."""
     sizes = {None: model_bytes, STORED: len(pic.pixel_bytes())}
     probe_bytes = probe(pic) if probe_bytes is None else probe_bytes
     if probe_bytes < PROMISING * model_bytes:
