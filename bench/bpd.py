@@ -72,19 +72,21 @@ def load(dataset: str, root: Path | None) -> tuple[str, list[np.ndarray]]:
     return "RGB", [read_image(p.read_bytes(), p.name).color for p in kodak_paths(root)]
 
 
-def vaezip(mode: str, model: str, archive: bool, particles: int = 1) -> Method:
-    """vaezip with default coding parameters (``particles`` importance samples per tile): one archive of all images
-    or one file each."""
+def vaezip(mode: str, model: str, archive: bool, particles: int = 1, effort: str = "default") -> Method:
+    """vaezip with default coding parameters (``particles`` importance samples per tile) at ``effort``: one archive
+    of all images or one file each."""
     params = CodingParams(particles=particles)
+    level = "" if effort == "default" else f", effort {effort}"
     if archive:
         return Method("vaezip archive",
-                      lambda xs: [compress([Picture(mode, x) for x in xs], [""] * len(xs), model, params, True)],
+                      lambda xs: [compress([Picture(mode, x) for x in xs], [""] * len(xs), model, params, True,
+                                           effort=effort)],
                       lambda fs: [p.color for p in decompress(*unpack(fs[0]), model_override=model)],
-                      "one .vz file for all images (no names stored), bits back chained across them")
+                      f"one .vz file for all images (no names stored), bits back chained across them{level}")
     return Method("vaezip one at a time",
-                  lambda xs: [compress([Picture(mode, x)], [""], model, params) for x in xs],
+                  lambda xs: [compress([Picture(mode, x)], [""], model, params, effort=effort) for x in xs],
                   lambda fs: [decompress(*unpack(f), model_override=model)[0].color for f in fs],
-                  "one .vz file per image")
+                  f"one .vz file per image{level}")
 
 
 def per_image(b: Baseline) -> Method:
@@ -161,13 +163,13 @@ def machine(threads: int) -> dict:
 
 def run(dataset: str, limit: int | None = None, single_limit: int | None = None, iwae_k: int = 100,
         iwae_limit: int | None = None, model: str | None = None, data: str | None = None, runs: int = 3,
-        time_limit: int | None = None, threads: int | None = None, particles: int = 1, out: str | Path = RESULTS,
-        log: Callable[[str], None] = print) -> dict:
+        time_limit: int | None = None, threads: int | None = None, particles: int = 1, effort: str = "default",
+        out: str | Path = RESULTS, log: Callable[[str], None] = print) -> dict:
     """Run the benchmark on one dataset, write <out>/<dataset>.md, .json and .png and return the report."""
     started = time.perf_counter()
     options = dict(limit=limit, single_limit=single_limit, iwae_k=iwae_k, iwae_limit=iwae_limit, model=model,
                    data=data, runs=runs, time_limit=time_limit, threads=threads,
-                   particles=particles if particles > 1 else None)
+                   particles=particles if particles > 1 else None, effort=None if effort == "default" else effort)
     spec = DATASETS[dataset]
     threads = threads or os.cpu_count()
     saved_threads = torch.get_num_threads()
@@ -197,8 +199,8 @@ def run(dataset: str, limit: int | None = None, single_limit: int | None = None,
             f"{bounds['subset_iwae'][0]:.4f} ± {bounds['subset_iwae'][1]:.4f}")
 
         rows, costs = [], {}
-        for method, coded in [(vaezip(mode, model, True, particles), images),
-                              (vaezip(mode, model, False, particles), images[:single]),
+        for method, coded in [(vaezip(mode, model, True, particles, effort), images),
+                              (vaezip(mode, model, False, particles, effort), images[:single]),
                               *((per_image(b), images) for b in baselines(threads))]:
             row, files = measure(method, coded, min(timing, len(coded)), runs)
             rows.append(row)
@@ -349,10 +351,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="threads for torch, JPEG 2000 and JPEG XL (default: all cores)")
     p.add_argument("--particles", type=positive, default=1, metavar="N",
                    help="Monte Carlo bits back with N particles per tile (default: 1, plain bits back)")
+    p.add_argument("--effort", choices=["default", "max"], default="default", help="vaezip's effort (default: default)")
     p.add_argument("--out", default=RESULTS, metavar="DIR", help="output folder (default: bench/results)")
     a = p.parse_args(argv)
     run(a.dataset, a.limit, a.single_limit, a.iwae_k, a.iwae_limit, a.model, a.data, a.runs, a.time_limit,
-        a.threads, a.particles, a.out)
+        a.threads, a.particles, a.effort, a.out)
 
 
 if __name__ == "__main__":

@@ -32,16 +32,17 @@ def picture(image, name: str = "image") -> Picture:
 
 
 def compress(images, model: str | None = None, *, names: Sequence[str] | None = None, tile: int = 256,
-             batch: int = 4, particles: int = 1, classical: bool = True, device: str = "cpu", strip: bool = False,
-             progress=None) -> bytes:
+             batch: int = 4, particles: int = 1, classical: bool = True, effort: str = "default", device: str = "cpu",
+             strip: bool = False, progress=None) -> bytes:
     """.vz bytes of one image, or of a list of images as one archive (bits back chained across them).
 
     ``images``: PIL images or uint8/uint16 NumPy arrays (H x W or H x W x C). ``model``: a shipped model name or a
     .safetensors path; by default the shipped model that codes these images shortest. ``names``: file names stored
     in an archive (default: none stored; decoders call the images ``image0.png``, ...). ``particles``: importance
     samples per tile (Monte Carlo bits back: closer to the IWAE bound, that many times slower). ``classical``: code
-    an image by JPEG XL or PNG, or store it, when that is shorter than the model. ``strip``: drop EXIF, XMP, text,
-    dpi and gamma.
+    an image by JPEG XL or PNG, or store it, when that is shorter than the model. ``effort``: "default", or "max"
+    (every image coded by the model, none screened out, and JPEG XL at its highest effort: several times slower,
+    a little shorter on photos). ``strip``: drop EXIF, XMP, text, dpi and gamma.
     """
     from .compressor import compress as encode
     from .container import CodingParams
@@ -54,7 +55,7 @@ def compress(images, model: str | None = None, *, names: Sequence[str] | None = 
     if strip:
         pictures = [p.stripped() for p in pictures]
     params = CodingParams(tile=tile, batch=batch, particles=particles)
-    return encode(pictures, names, model, params, archive, device, progress, classical)
+    return encode(pictures, names, model, params, archive, device, progress, classical, effort)
 
 
 def decompress(data: bytes, *, arrays: bool = False, model: str | None = None, device: str = "cpu",

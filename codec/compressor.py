@@ -23,6 +23,7 @@ FLAT = 2.5                     # bits per subpixel of the probe below which PNG 
 SCREEN_PIXELS = 1 << 18        # images of at least this many pixels are screened before the model codes them:
 MARGIN = 1.035                 # a classical coding shorter than this times the model's estimate skips the model
 RECODE_GAIN = 1e-3             # an archive is coded again with classical codings if that saves this much of it
+EFFORTS = {"default": classical.FINAL_EFFORT, "max": classical.MAX_EFFORT}   # level: its JPEG XL effort
 
 
 def checksum(pictures: list[Picture]) -> bytes:
@@ -49,11 +50,12 @@ def _alpha_table(alpha: np.ndarray | None) -> list[tuple[int, int]]:
     return [(int(v), int(c)) for v, c in zip(values, counts)]
 
 
-def record(pic: Picture, name: str, coding: int) -> tuple[ImageRecord, list[Layer], bytes | None]:
+def record(pic: Picture, name: str, coding: int, jxl_effort: int = classical.FINAL_EFFORT
+           ) -> tuple[ImageRecord, list[Layer], bytes | None]:
     """The header record of a picture coded as ``coding``, the layers the model codes and the bytes coded
     outside it."""
     if coding in BYTES:
-        data = classical.encode(pic, coding)
+        data = classical.encode(pic, coding, jxl_effort)
         rec = ImageRecord(name, pic.mode, *pic.size, pic.icc, pic.palette, pic.metadata, coding, [],
                           len(data) if coding in STREAMS else 0)
         return rec, [], data
@@ -144,11 +146,13 @@ def _screenable(pic: Picture, coding: int) -> bool:
 
 
 def encode(pictures: list[Picture], names: list[str], codings: list[int], model_name: str, params: CodingParams,
-           archive: bool = False, device: str = "cpu", progress=None) -> tuple[bytes, np.ndarray]:
-    """The .vz bytes of the pictures, each coded as ``codings`` says, and the bits the model spent on each."""
+           archive: bool = False, device: str = "cpu", progress=None, jxl_effort: int = classical.FINAL_EFFORT
+           ) -> tuple[bytes, np.ndarray]:
+    """The .vz bytes of the pictures, each coded as ``codings`` says (JPEG XL at ``jxl_effort``), and the bits the
+    model spent on each."""
     records, layers, blobs = [], [], []
     for pic, image_name, coding in zip(pictures, names, codings):
-        rec, ls, blob = record(pic, image_name if archive else "", coding)
+        rec, ls, blob = record(pic, image_name if archive else "", coding, jxl_effort)
         records.append(rec)
         layers += ls
         blobs.append(blob)
@@ -170,17 +174,19 @@ def probe(pic: Picture) -> int:
     return len(classical.jpeg_xl(pic, classical.PROBE_EFFORT if pic.subpixels > SMALL else 1))
 
 
-def cheaper_coding(pic: Picture, model_bytes: float, probe_bytes: int | None = None) -> tuple[int | None, float]:
+def cheaper_coding(pic: Picture, model_bytes: float, probe_bytes: int | None = None,
+                   jxl_effort: int = classical.FINAL_EFFORT) -> tuple[int | None, float]:
     """(STORED, JPEG_XL or PNG, its bytes) if that codes the picture in fewer bytes than ``model_bytes``, else
     (None, model_bytes).
 
-    The classical coders run (JPEG XL at full effort; PNG, whose deflate only wins on flat content, below FLAT bits
-    per subpixel) only when a quick JPEG XL probe (``probe``; its bytes, or the full effort's, if already known) comes
-    within PROMISING of the model: where the model is far ahead (digits, CIFAR-10 images) they would only cost time."""
+    The classical coders run (JPEG XL at ``jxl_effort``; PNG, whose deflate only wins on flat content, below FLAT
+    bits per subpixel) only when a quick JPEG XL probe (``probe``; its bytes, or the full effort's, if already known)
+    comes within PROMISING of the model: where the model is far ahead (digits, CIFAR-10 images) they would only
+    cost time."""
     sizes = {None: model_bytes, STORED: len(pic.pixel_bytes())}
     probe_bytes = probe(pic) if probe_bytes is None else probe_bytes
     if probe_bytes < PROMISING * model_bytes:
-        sizes[JPEG_XL] = len(classical.jpeg_xl(pic))
+        sizes[JPEG_XL] = len(classical.jpeg_xl(pic, jxl_effort))
         if 8 * probe_bytes < FLAT * pic.subpixels:
             sizes[PNG] = len(classical.png(pic))
     best = min(sizes, key=sizes.get)
@@ -188,7 +194,8 @@ def cheaper_coding(pic: Picture, model_bytes: float, probe_bytes: int | None = N
 
 
 def compress(pictures: list[Picture], names: list[str], model_name: str | None, params: CodingParams,
-             archive: bool = False, device: str = "cpu", progress=None, classical: bool = True) -> bytes:
+             archive: bool = False, device: str = "cpu", progress=None, classical: bool = True,
+             effort: str = "default") -> bytes:
     """.vz bytes of the pictures; ``model_name`` None: the shipped model that codes them shortest.
 
     Each picture is coded by the model, unless (with ``classical``) storing its raw pixels or a classical stream is
@@ -196,31 +203,39 @@ def compress(pictures: list[Picture], names: list[str], model_name: str | None, 
     picture's tiles, and the archive, coded again when that saves at least RECODE_GAIN of it (another pass of the
     model), keeps whichever whole file is shorter. A large picture that a classical coding codes far shorter than
     the model's estimate (``screen``) is not coded by the model at all. The JPEG XL probes of the pictures
-    (``cheaper_coding``) run in a thread while the model codes them."""
+    (``cheaper_coding``) run in a thread while the model codes them.
+
+    ``effort`` "max" (EFFORTS): every picture is coded by the model, none screened out, and JPEG XL streams are
+    written at JPEG XL's highest effort; several times slower, a little shorter on photos."""
+    if effort not in EFFORTS:
+        raise ValueError(f"unknown effort {effort!r}: one of {', '.join(EFFORTS)}")
     params.check()
+    jxl, screened = EFFORTS[effort], classical and effort == "default"
     codings = [coding_of(p) for p in pictures]
     if any(c not in BYTES for c in codings):
         codecs.preload()
-    if classical:
+    if screened:
         _jpeg_xl_ahead(pictures, codings)
     if model_name is None:
         layers = [layer for p, c in zip(pictures, codings) for layer in split(p, c)]
         model_name = choose_model(layers, params, device)
     path = resolve(model_name)
     require_channels(read_config(path), path.stem, pictures)
-    if classical:
+    if screened:
         codings = screen(pictures, codings, model_name, params, device)
+    if classical:
         probes = background(lambda: [None if c in BYTES else probe(p) for p, c in zip(pictures, codings)])
     best, bits = encode(pictures, names, codings, model_name, params, archive, device, progress)
     if not classical:
         return best
     spent = [len(best)] if len(pictures) == 1 else bits / 8
-    cheaper = [(None, b) if c in BYTES else cheaper_coding(p, b, n)
+    cheaper = [(None, b) if c in BYTES else cheaper_coding(p, b, n, jxl)
                for p, c, b, n in zip(pictures, codings, spent, probes.result())]
     saving = sum(b - size for b, (_, size) in zip(spent, cheaper))
     if saving > 0 and (len(pictures) == 1 or saving >= RECODE_GAIN * len(best)):
         codings = [c if c is not None else old for (c, _), old in zip(cheaper, codings)]
-        best = min(best, encode(pictures, names, codings, model_name, params, archive, device)[0], key=len)
+        best = min(best, encode(pictures, names, codings, model_name, params, archive, device, jxl_effort=jxl)[0],
+                   key=len)
     return best
 
 

@@ -62,7 +62,7 @@ def _save(im: Image.Image, fp, filename, save_all: bool = False) -> None:
     frames = [im]
     if save_all:
         frames = [frame.copy() for frame in _frames(im)] + list(im.encoderinfo.get("append_images", []))
-    options = {k: im.encoderinfo[k] for k in ("model", "tile", "batch", "particles", "classical", "strip")
+    options = {k: im.encoderinfo[k] for k in ("model", "tile", "batch", "particles", "classical", "effort", "strip")
                if k in im.encoderinfo}
     fp.write(compress(frames[0] if len(frames) == 1 else frames, **options))
 

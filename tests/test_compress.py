@@ -88,6 +88,42 @@ def test_large_pictures_that_jpeg_xl_codes_far_shorter_skip_the_model(tiny_rgb, 
     assert back.pixel_bytes() == pic.pixel_bytes()
 
 
+def test_effort_max_codes_every_picture_by_the_model_and_jpeg_xl_at_its_highest_effort(tiny_rgb, monkeypatch,
+                                                                                       tmp_path):
+    """A graphic that the screen sends to JPEG XL by default (every picture screened here): at effort "max" the
+    model codes it first, then JPEG XL at MAX_EFFORT wins, its stream shorter than the default file's."""
+    from vaezip import classical, compressor
+    from vaezip.layers import JPEG_XL
+    arr = np.zeros((3, 96, 96), np.uint8)
+    arr[:, 20:70, 10:80] = np.array([200, 30, 90])[:, None, None]
+    arr[:, ::8] = 255
+    arr[0] += (np.arange(96) // 3).astype(np.uint8)
+    pic = read_image(png_bytes(arr.transpose(1, 2, 0), "RGB"))
+    streams = {e: len(classical.jpeg_xl(pic, e)) for e in (classical.FINAL_EFFORT, classical.MAX_EFFORT)}
+    assert streams[classical.MAX_EFFORT] < streams[classical.FINAL_EFFORT]
+    monkeypatch.setattr(compressor, "SCREEN_PIXELS", 1)
+    coded = []
+    stages = TileCoder.stages
+    monkeypatch.setattr(TileCoder, "stages", lambda *a, **k: coded.append(1) or stages(*a, **k))
+    files = {e: compress([pic], ["x.png"], tiny_rgb, CodingParams(), effort=e) for e in ("default", "max")}
+    assert coded                                                       # only "max" ran the model
+    monkeypatch.setattr(TileCoder, "stages", lambda *a, **k: pytest.fail("the model coded a screened picture"))
+    assert compress([pic], ["x.png"], tiny_rgb, CodingParams()) == files["default"]
+    for data in files.values():
+        header, payload = unpack(data)
+        assert header.images[0].coding == JPEG_XL
+        assert decompress(header, payload)[0].pixel_bytes() == pic.pixel_bytes()
+    saved = streams[classical.FINAL_EFFORT] - streams[classical.MAX_EFFORT]
+    assert len(files["default"]) - len(files["max"]) == saved
+    with pytest.raises(ValueError, match="unknown effort 'most': one of default, max"):
+        compress([pic], ["x.png"], tiny_rgb, CodingParams(), effort="most")
+    monkeypatch.setattr(TileCoder, "stages", stages)
+    src = tmp_path / "effort.png"
+    src.write_bytes(png_bytes(arr.transpose(1, 2, 0), "RGB"))
+    res = CliRunner().invoke(main, ["compress", str(src), "--model", tiny_rgb, "--effort", "max", "-q"])
+    assert res.exit_code == 0 and src.with_suffix(".vz").read_bytes() == files["max"]
+
+
 def test_rate_is_close_to_the_model_elbo(tiny_rgb):
     """The file costs the model's -ELBO plus a bounded overhead (header, flush, initial bits)."""
     from vaezip.bound import image_bounds
