@@ -124,6 +124,23 @@ def test_effort_max_codes_every_picture_by_the_model_and_jpeg_xl_at_its_highest_
     assert res.exit_code == 0 and src.with_suffix(".vz").read_bytes() == files["max"]
 
 
+def test_screening_encodes_each_jpeg_xl_stream_once(tiny_rgb, monkeypatch):
+    """A screened picture: JPEG XL codes the whole picture and its centre once each, whether a caller names the
+    default effort or not (the encodings are remembered), and the file carries the whole picture's stream."""
+    import imagecodecs
+    from vaezip.layers import JPEG_XL
+    arr = np.zeros((512, 512, 3), np.uint8)
+    arr[60:300, 80:400] = (20, 130, 240)
+    arr[::32] = 255
+    pic = read_image(png_bytes(arr, "RGB"))
+    calls = []
+    encode = imagecodecs.jpegxl_encode
+    monkeypatch.setattr(imagecodecs, "jpegxl_encode", lambda *a, **k: calls.append(k["effort"]) or encode(*a, **k))
+    header, payload = unpack(compress([pic], ["x.png"], tiny_rgb, CodingParams()))
+    assert header.images[0].coding == JPEG_XL and calls == [7, 7]
+    assert decompress(header, payload)[0].pixel_bytes() == pic.pixel_bytes()
+
+
 def test_rate_is_close_to_the_model_elbo(tiny_rgb):
     """The file costs the model's -ELBO plus a bounded overhead (header, flush, initial bits)."""
     from vaezip.bound import image_bounds
