@@ -25,6 +25,15 @@ def digest(*arrays: np.ndarray | None) -> bytes:
     return h.digest()
 
 
+_MEMOS: list[OrderedDict] = []     # every remembered function's results, for ``forget``
+
+
+def forget() -> None:
+    """Drop every remembered result (benchmarks time each run from scratch)."""
+    for memo in _MEMOS:
+        memo.clear()
+
+
 def remembered(key, size: int = 8):
     """Decorator: remember the last ``size`` results of a function, looked up by ``key(*args)``.
 
@@ -32,6 +41,7 @@ def remembered(key, size: int = 8):
     such as a JPEG XL encoding, while the caller does other work); a call for the same key then waits for it."""
     def decorate(fn):
         memo: OrderedDict = OrderedDict()
+        _MEMOS.append(memo)
         lock = threading.Lock()
 
         def entry(args) -> tuple:

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from vaezip.memo import background, remembered
+from vaezip.memo import background, forget, remembered
 
 
 def test_results_are_remembered_and_computed_once_also_ahead():
@@ -22,6 +22,8 @@ def test_results_are_remembered_and_computed_once_also_ahead():
     assert slow_square(3) == 9 and slow_square(3) == 9 and calls == [3]
     assert slow_square(4) == 16 and slow_square(5) == 25 and calls == [3, 4, 5]
     assert slow_square(3) == 9 and calls == [3, 4, 5, 3]    # only the last 2 are remembered
+    forget()
+    assert slow_square(3) == 9 and calls == [3, 4, 5, 3, 3]
 
 
 def test_failures_are_raised_to_the_caller_and_not_remembered():
