@@ -30,7 +30,7 @@ import torch
 
 from baselines import Baseline, baselines
 from vaezip.bound import image_bounds, summary
-from vaezip.compressor import compress, decompress
+from vaezip.compressor import EFFORTS, compress, decompress
 from vaezip.container import CodingParams, unpack
 from vaezip.data import kodak_paths, load_cifar10, load_mnist
 from vaezip.image import Picture, read_image
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="threads for torch, JPEG 2000 and JPEG XL (default: all cores)")
     p.add_argument("--particles", type=positive, default=1, metavar="N",
                    help="Monte Carlo bits back with N particles per tile (default: 1, plain bits back)")
-    p.add_argument("--effort", choices=["default", "max"], default="default", help="vaezip's effort (default: default)")
+    p.add_argument("--effort", choices=list(EFFORTS), default="default", help="vaezip's effort (default: default)")
     p.add_argument("--out", default=RESULTS, metavar="DIR", help="output folder (default: bench/results)")
     a = p.parse_args(argv)
     run(a.dataset, a.limit, a.single_limit, a.iwae_k, a.iwae_limit, a.model, a.data, a.runs, a.time_limit,

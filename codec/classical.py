@@ -32,7 +32,7 @@ def _pixels(pic: Picture, *args) -> tuple:
     return pic.mode, digest(pic.color, pic.alpha), args
 
 
-@remembered(lambda pic, effort=FINAL_EFFORT: _pixels(pic, effort))
+@remembered(_pixels)
 def jpeg_xl(pic: Picture, effort: int = FINAL_EFFORT) -> bytes:
     """JPEG XL codes groups of 256 x 256 pixels in parallel: one thread for a picture of one group (more would
     only cost their start, 15 % of a CIFAR-10 image's probe)."""

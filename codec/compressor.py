@@ -120,7 +120,8 @@ def screen(pictures: list[Picture], codings: list[int], model_name: str, params:
             crop = _centre(pic)
             bits = estimate_bits(model_name, [color for color, _ in split(crop, coding)], params, device)
             whole = len(classical.jpeg_xl(pic))
-            coding = cheaper_coding(pic, MARGIN * bits / 8 * whole / len(classical.jpeg_xl(crop)), whole)[0] or coding
+            estimate = bits / 8 * whole / len(classical.jpeg_xl(crop))
+            coding = cheaper_coding(pic, MARGIN * estimate, whole)[0] or coding
         out.append(coding)
     return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
@@ -35,7 +36,8 @@ def forget() -> None:
 
 
 def remembered(key, size: int = 8):
-    """Decorator: remember the last ``size`` results of a function, looked up by ``key(*args)``.
+    """Decorator: remember the last ``size`` results of a function, looked up by ``key(*args)`` with every default
+    argument filled in (a call naming a default finds the result of one that leaves it out).
 
     ``fn.ahead(*args)`` starts computing a result in a background thread (for work that releases the interpreter,
     such as a JPEG XL encoding, while the caller does other work); a call for the same key then waits for it."""
@@ -43,10 +45,13 @@ def remembered(key, size: int = 8):
         memo: OrderedDict = OrderedDict()
         _MEMOS.append(memo)
         lock = threading.Lock()
+        signature = inspect.signature(fn)
 
         def entry(args) -> tuple:
             """(key, the remembered result of the arguments, whether it is new: not yet started)."""
-            k = key(*args)
+            bound = signature.bind(*args)
+            bound.apply_defaults()
+            k = key(*bound.args)
             with lock:
                 if k in memo:
                     memo.move_to_end(k)

@@ -56,14 +56,14 @@ def choose_offsets(x: np.ndarray, mix: dict, mask: np.ndarray | None = None) -> 
     upper[above & first | ~above & last] = np.inf
     lower[above & last | ~above & first] = -np.inf
     logits = (mix["logit_weights"] - mix["logit_weights"].max(axis=1, keepdims=True)).astype(np.float32)
-    log_scales = mix["log_scales"].astype(np.float32)
+    log_scales, offsets = mix["log_scales"].astype(np.float32), SCALE_OFFSETS.astype(np.float32)
     weights = np.exp(logits)
     weights /= weights.sum(axis=1, keepdims=True)
     offset_bits = OFFSET_NATS / math.log(2)
 
     def cost(idx: np.ndarray) -> np.ndarray:
         """Costs (m, B, C) of m offset indices per tile and channel (m, B, C), in one vectorized evaluation."""
-        inv_s = log_scales + SCALE_OFFSETS.astype(np.float32)[idx][:, :, None, :, None, None]
+        inv_s = log_scales + offsets[idx][:, :, None, :, None, None]
         clip(inv_s, *LOG_SCALE_RANGE, out=inv_s)
         np.negative(inv_s, out=inv_s)
         np.exp(inv_s, out=inv_s)

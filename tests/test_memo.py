@@ -26,6 +26,18 @@ def test_results_are_remembered_and_computed_once_also_ahead():
     assert slow_square(3) == 9 and calls == [3, 4, 5, 3, 3]
 
 
+def test_a_call_naming_a_default_finds_the_result_of_one_leaving_it_out():
+    calls = []
+
+    @remembered(lambda x, power: (x, power))
+    def raised(x, power=2):
+        calls.append((x, power))
+        return x ** power
+
+    assert raised(3) == 9 and raised(3, 2) == 9 and calls == [(3, 2)]
+    assert raised(3, 3) == 27 and calls == [(3, 2), (3, 3)]
+
+
 def test_failures_are_raised_to_the_caller_and_not_remembered():
     calls = []
 
