@@ -2,12 +2,14 @@
 
 A model file holds the integer networks only: int16 weights, int32 biases, int8 shifts and the float32 scales
 (which training needs to continue from the file; coding never uses them). Coding loads them as a NumPy
-``npnet.Network`` (CPU) without importing torch; training, bounds and the GPU load the torch ``model.VAE``."""
+``npnet.Network`` (CPU) without importing torch, except for large jobs (``load_network``); training, bounds and the
+GPU load the torch ``model.VAE``."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -20,6 +22,7 @@ ASSETS = Path(str(files("vaezip.assets")))     # shipped weights, MODELS.md and 
 
 
 TORCH_SUBPIXELS = 1 << 21      # jobs of this many model-coded subpixels run the networks in torch (see load_network)
+TORCH_LOADED_SUBPIXELS = 1 << 16   # the same when torch is imported already
 
 
 class ModelError(ValueError):
@@ -84,11 +87,13 @@ def load_network(name_or_path: str, device: str = "cpu", subpixels: int = 0):
     """(the networks the coder runs, model name, weights hash), loaded once per process and file version.
 
     On the CPU, NumPy (``npnet``: no torch to import, which takes longer than coding a small image) unless the job
-    codes ``subpixels`` >= TORCH_SUBPIXELS, where torch's faster convolutions repay its import; elsewhere the torch
-    model on ``device``. Both give the same bits."""
+    codes ``subpixels`` >= TORCH_SUBPIXELS, where torch's faster convolutions repay its import, or, once torch is
+    imported, >= TORCH_LOADED_SUBPIXELS (about 128 x 128 pixels: below, NumPy's smaller overhead per call wins);
+    elsewhere the torch model on ``device``. Both give the same bits."""
     path = resolve(name_or_path)
     stat = path.stat()
-    runtime = "numpy" if device == "cpu" and subpixels < TORCH_SUBPIXELS else "torch"
+    least = TORCH_LOADED_SUBPIXELS if "torch" in sys.modules else TORCH_SUBPIXELS
+    runtime = "numpy" if device == "cpu" and subpixels < least else "torch"
     return _load_network(path.resolve(), stat.st_mtime_ns, stat.st_size, runtime, device)
 
 
@@ -132,9 +137,9 @@ def read_model(path: Path):
     try:
         model = VAE(read_config(path))
         tensors = {k: v.float() for k, v in load_file(str(path)).items()}
-        missing = model.load_state_dict(tensors, strict=False).missing_keys
-        if any(k.rsplit(".", 1)[-1] not in ("weight", "bias") for k in missing):
+        if any(k.rsplit(".", 1)[-1] not in ("weight", "bias") for k in model.state_dict().keys() - tensors.keys()):
             raise ValueError("not an integer model (weights of an older vaezip?)")
+        model.load_state_dict(tensors, strict=False)
         model.thaw()
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
         raise ModelError(f"cannot load model {path.stem!r}: {e}") from None

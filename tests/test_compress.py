@@ -141,6 +141,24 @@ def test_screening_encodes_each_jpeg_xl_stream_once(tiny_rgb, monkeypatch):
     assert decompress(header, payload)[0].pixel_bytes() == pic.pixel_bytes()
 
 
+def test_small_pictures_are_probed_at_effort_2_and_a_shorter_stream_wins(tiny_rgb, monkeypatch):
+    """A 40 x 40 flat graphic: probed by JPEG XL at effort 2, which finds it promising, so JPEG XL runs at full
+    effort and the file carries a classical stream (JPEG XL's, or PNG's if shorter still)."""
+    import imagecodecs
+    from vaezip import classical
+    from vaezip.layers import JPEG_XL, PNG
+    arr = np.zeros((40, 40, 3), np.uint8)
+    arr[5:30, 10:35] = (200, 30, 90)
+    pic = read_image(png_bytes(arr, "RGB"))
+    calls = []
+    encode = imagecodecs.jpegxl_encode
+    monkeypatch.setattr(imagecodecs, "jpegxl_encode", lambda *a, **k: calls.append(k["effort"]) or encode(*a, **k))
+    header, payload = unpack(compress([pic], ["x.png"], tiny_rgb, CodingParams(tile=16, batch=3)))
+    assert calls == [classical.SMALL_PROBE_EFFORT, classical.FINAL_EFFORT]
+    assert header.images[0].coding in (JPEG_XL, PNG)
+    assert decompress(header, payload)[0].pixel_bytes() == pic.pixel_bytes()
+
+
 def test_rate_is_close_to_the_model_elbo(tiny_rgb):
     """The file costs the model's -ELBO plus a bounded overhead (header, flush, initial bits)."""
     from vaezip.bound import image_bounds

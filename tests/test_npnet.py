@@ -63,3 +63,15 @@ def test_large_convolutions_are_chunked_and_exact(monkeypatch):
         expected = (torch.nn.functional.conv2d(torch.from_numpy(a.transpose(1, 0, 2, 3).copy()), ref.w_int, ref.b_int,
                                                padding=1) * torch.exp2(-ref.shift)[:, None, None]).numpy()
     assert np.array_equal(conv(a), expected.transpose(1, 0, 2, 3))
+
+
+def test_small_jobs_run_in_numpy_and_large_ones_in_torch(monkeypatch):
+    """torch runs jobs large enough to repay its import, or, once it is imported, jobs of about 128 x 128 pixels."""
+    import sys
+    from vaezip import npnet, weights
+    runtime = lambda subpixels: type(load_network("cifar10", "cpu", subpixels)[0])
+    assert runtime(weights.TORCH_LOADED_SUBPIXELS - 1) is npnet.Network
+    assert runtime(weights.TORCH_LOADED_SUBPIXELS) is TorchNetwork      # this test process has imported torch
+    monkeypatch.delitem(sys.modules, "torch")
+    assert runtime(weights.TORCH_SUBPIXELS - 1) is npnet.Network
+    assert runtime(weights.TORCH_SUBPIXELS) is TorchNetwork
