@@ -56,6 +56,8 @@ def refuse_existing(paths: list[Path], force: bool) -> None:
 def write_all(outputs: list[tuple[Path | str, bytes]]) -> None:
     """Write every output or none: each goes to a temporary file first, then all are renamed into place."""
     temps: list[tuple[str, Path]] = []
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         for path, data in outputs:
             if str(path) == "-":
@@ -65,6 +67,7 @@ def write_all(outputs: list[tuple[Path | str, bytes]]) -> None:
             temps.append((tmp, path))
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            os.chmod(tmp, 0o666 & ~umask)       # a new file's permissions, not mkstemp's owner-only ones
         for tmp, path in temps:
             os.replace(tmp, path)
     finally:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -276,7 +277,9 @@ def test_cli_single_file_defaults_and_force(tiny_rgb, tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["compress", str(src), "--model", tiny_rgb])
     assert res.exit_code == 0 and "bits/subpixel" in res.output
-    assert (tmp_path / "a.vz").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.vz").stat().st_mode & 0o777 == 0o666 & ~umask     # as any new file, not owner-only
     res = runner.invoke(main, ["compress", str(src), "--model", tiny_rgb])
     assert res.exit_code == 1 and "already exists" in res.output
     src.unlink()
