@@ -104,6 +104,8 @@ def read_image(data: bytes, name: str = "input") -> Picture:
             raise ImageError(f"{name}: {im.width}x{im.height} is larger than vaezip's limit of {MAX_PIXELS} pixels")
         deep = any(";16" in _raw_mode(t.args) for t in im.tile)   # Pillow reduces 16-bit colour to 8 bits
         im.load()
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a readable image (not a format Pillow reads)") from None
     except unreadable as e:
         raise ImageError(f"{name}: not a readable image ({e})") from None
     return from_pil(im, name, data if deep else None)

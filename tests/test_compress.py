@@ -341,7 +341,8 @@ def _fails(args, match, tmp_path, input=None):
 
 def test_error_not_an_image(tiny_rgb, tmp_path):
     (tmp_path / "x.png").write_text("hello")
-    _fails(["compress", str(tmp_path / "x.png"), "--model", tiny_rgb], "not a readable image", tmp_path)
+    _fails(["compress", str(tmp_path / "x.png"), "--model", tiny_rgb],
+           "x.png: not a readable image (not a format Pillow reads)", tmp_path)
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "I", "F"])
