@@ -17,7 +17,7 @@ from .codecs import (LOG_SCALE_RANGE, LOG_SCALE_STEP, LOGIT_STEP, MEAN_RANGE, ME
                      POST_MEAN_RANGE, POST_MEAN_STEP, clip)
 from .config import ACT_MAX, COEF_COUNT, COEF_TABLE, LOG_STD_RANGE, LOGIT_MAX, STREAM_MAX, Z_MAX, Z_STEP, Config
 
-COLUMNS = 1 << 19                             # floats of one chunk of shifted views (2 MiB)
+COLUMNS = 1 << 22                             # floats of one chunk of shifted views (16 MiB)
 
 
 def _quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
