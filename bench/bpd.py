@@ -132,14 +132,14 @@ def measure(method: Method, images: list[np.ndarray], timing: int, runs: int) ->
 
 def overhead(files: list[bytes], bound_bits: np.ndarray) -> dict:
     """Bits of a set of .vz files split into header (without checksums), checksums (the pixels' and the file's
-    CRC-32), per-lane flush (the folded heads and the tail length), the rANS tail's remainder over the bound of the
+    CRC-32), per-lane flush (the folded heads), the rANS tail's remainder over the bound of the
     images it codes (``bound_bits``: one per image, in file order) and the bytes of images coded classically."""
     header = checksums = flush = tail = lanes = classical = 0
     elbo, images = 0.0, iter(bound_bits)
     for data in files:
         head, payload = unpack(data)
         blobs = sum(r.coded_bytes for r in head.images)
-        words = Message.from_bytes(payload[:len(payload) - blobs], head.lanes).tail.size
+        words = Message.from_bytes(payload[:len(payload) - blobs], head.lanes).tail.size if head.model_coded else 0
         for r in head.images:
             bits = float(next(images))
             elbo += 0.0 if r.coding in BYTES else bits
@@ -148,7 +148,7 @@ def overhead(files: list[bytes], bound_bits: np.ndarray) -> dict:
         flush += len(payload) - blobs - 4 * words
         tail += 4 * words
         classical += blobs
-        lanes += head.lanes
+        lanes += head.lanes if head.model_coded else 0
     return dict(file=8 * sum(map(len, files)), elbo=elbo, header=8 * header, checksums=8 * checksums,
                 flush=8 * flush, remainder=8 * tail - elbo, classical=8 * classical, files=len(files), lanes=lanes)
 
@@ -271,7 +271,7 @@ def markdown(r: dict) -> str:
               f"{b['subset_elbo'][1]:.4f}, IWAE {b['subset_iwae'][0]:.4f} ± {b['subset_iwae'][1]:.4f}", "",
               f"## Overhead of the real files over the calibrated {bound_name(r)}", "",
               "Header: everything before the payload except the pixel checksum. Checksums: 8 bytes per file "
-              "plus the file's 4-byte CRC-32. Flush: the folded per-lane rANS heads and the 4-byte tail length. "
+              "plus the file's 4-byte CRC-32. Flush: the folded per-lane rANS heads. "
               f"Remainder: the rANS tail minus {bound_name(r)} (initial bits, latent and pixel quantization, coding "
               "loss). Classical: the bytes of images coded with JPEG XL, PNG or stored, outside the bound.", "",
               "| | " + " | ".join(f"{name} (bits/dim) | bytes" for name in r["overhead"]) + " |",

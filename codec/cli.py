@@ -256,13 +256,18 @@ def info(input):
     from dataclasses import asdict
 
     from .container import VERSION, unpack
+    from .weights import shipped_with_hash
 
     data = read_input(input)
     h, payload = unpack(data)
     click.echo(f"format: vaezip .vz version {VERSION}{' archive' if h.archive else ''}")
-    click.echo(f"model: {h.model} (weights {h.weights.hex()})")
-    params = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in asdict(h.params).items())
-    click.echo(f"coding: {params}, lanes {h.lanes}")
+    if h.model_coded:
+        model = h.model or shipped_with_hash(h.weights) or "a model this vaezip does not ship"
+        click.echo(f"model: {model} (weights {h.weights.hex()})")
+        params = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in asdict(h.params).items())
+        click.echo(f"coding: {params}, lanes {h.lanes}")
+    else:
+        click.echo("model: none (every image is coded outside the model)")
     for r in h.images:
         extra = [f"ICC profile {len(r.icc)} bytes"] if r.icc else []
         extra += [f"palette of {len(r.palette) // 3}"] if r.palette else []

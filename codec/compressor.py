@@ -13,7 +13,8 @@ from .image import Picture
 from .layers import BYTES, JPEG_XL, PNG, STORED, STREAMS, Layer, coding_of, join, split
 from .memo import background, digest, remembered
 from .rans import CorruptMessage, Message
-from .weights import ModelError, load_network, read_config, require_channels, resolve, shipped_models, weights_hash
+from .weights import (ModelError, load_network, read_config, require_channels, resolve, shipped, shipped_models,
+                      shipped_with_hash)
 
 SYMBOLS_PER_LANE = 16384       # lanes = coded symbols / this, at least 1 (36-52 bits per lane: docs/CODER.md)
 SAMPLE_PIXELS = 1 << 16        # the default model is chosen on about this many pixels of the input
@@ -158,17 +159,15 @@ def encode(pictures: list[Picture], names: list[str], codings: list[int], model_
         records.append(rec)
         layers += ls
         blobs.append(blob)
-    msg, bits = Message(lane_count(records)), np.zeros(len(records))
+    msg, bits, message, name, digest = Message(lane_count(records)), np.zeros(len(records)), b"", "", b""
     if layers:
         net, name, digest = load_network(model_name, device, model_subpixels(records))
         coded = Archive(TileCoder(net, params), records, progress)
         coded.codec().push(msg, layers)
-        bits = coded.image_bits()
-    else:
-        path = resolve(model_name)
-        name, digest = path.stem, weights_hash(path)
+        bits, message = coded.image_bits(), msg.to_bytes()
+        name = "" if shipped(model_name) else name         # a shipped model is named by its weights hash alone
     header = Header(name, digest[:HASH_BYTES], params, msg.lanes, archive, records, checksum(pictures))
-    return pack(header, msg.to_bytes() + b"".join(b for b in blobs if b is not None)), bits
+    return pack(header, message + b"".join(b for b in blobs if b is not None)), bits
 
 
 def probe(pic: Picture) -> int:
@@ -255,16 +254,18 @@ def decompress(header: Header, payload: bytes, device: str = "cpu", model_overri
     message = len(payload) - sum(sizes)
     if message < 0:
         raise FormatError("corrupt .vz file: truncated payload")
-    try:
-        msg = Message.from_bytes(payload[:message], header.lanes)
-        layers = []
-        if any(r.layers for r in header.images):
+    layers = []
+    if header.model_coded:
+        try:
+            msg = Message.from_bytes(payload[:message], header.lanes)
             codecs.preload()
             net = _network(header, device, model_override)
             layers = Archive(TileCoder(net, header.params), header.images, progress).codec().pop(msg)
-        msg.check_initial()
-    except CorruptMessage as e:
-        raise FormatError(f"corrupt .vz file: {e}") from None
+            msg.check_initial()
+        except CorruptMessage as e:
+            raise FormatError(f"corrupt .vz file: {e}") from None
+    elif message:
+        raise FormatError("corrupt .vz file: bytes that no image uses")
     ends = message + np.cumsum(sizes)
     pictures = []
     for r, end, size in zip(header.images, ends, sizes):
@@ -281,13 +282,19 @@ def decompress(header: Header, payload: bytes, device: str = "cpu", model_overri
 
 
 def _network(header: Header, device: str, model_override: str | None):
-    """The networks of the model a file was made with (checked by the hash of its weights)."""
+    """The networks of the model a file was made with (checked by the hash of its weights; a file names no shipped
+    model, which its hash finds)."""
+    name = model_override or header.model or shipped_with_hash(header.weights)
+    if name is None:
+        raise ModelError(f"the file needs a model that this vaezip does not ship (weights {header.weights.hex()}; "
+                         f"pass them with --model)")
     try:
-        net, _, digest = load_network(model_override or header.model, device, model_subpixels(header.images))
+        net, _, digest = load_network(name, device, model_subpixels(header.images))
     except ModelError as e:
-        raise ModelError(f"{e}; the file needs model {header.model!r} (pass its weights with --model)") from None
+        raise ModelError(f"{e}; the file needs model {header.model or name!r} (pass its weights with --model)") \
+            from None
     if digest[:HASH_BYTES] != header.weights:
-        raise ModelError(f"the file was made with other weights of model {header.model!r} (hash mismatch)")
+        raise ModelError(f"the file was made with other weights of model {header.model or name!r} (hash mismatch)")
     if net.config.channels == 1 and any(planes != 1 for r in header.images for planes, _ in r.layers):
         raise FormatError("corrupt .vz file: colour images with a grayscale model")
     return net

@@ -14,10 +14,10 @@ from .image import MAX_PIXELS, MODES, Mode
 from .layers import BYTES, CODINGS, COLOURS, PLANES, STREAMS, shapes
 
 MAGIC = b"VAEZ"
-VERSION = 3
+VERSION = 4
 HASH_BYTES = 8                  # weights hash: the first bytes of the SHA-256 of the weights file
 CHECKSUM_BYTES = 8              # BLAKE2b digest of every image's pixels
-FLAG_ARCHIVE, FLAG_DEFLATED = 1, 2
+FLAG_ARCHIVE, FLAG_DEFLATED, FLAG_MODEL, FLAG_PARAMS = 1, 2, 4, 8
 LIMITS = {"images": 1 << 20, "side": 1 << 20, "name": 4096, "model": 256, "lanes": 1 << 12, "icc": 1 << 24,
           "metadata": 64, "key": 80, "value": 1 << 24}
 UNSAFE_NAME_CHARS = set('/\\\0:')
@@ -93,7 +93,7 @@ class ImageRecord:
 
 @dataclass
 class Header:
-    model: str
+    model: str                      # "": a shipped model, found by its weights hash (or no model-coded image)
     weights: bytes                  # HASH_BYTES of the weights' SHA-256
     params: CodingParams
     lanes: int
@@ -104,6 +104,11 @@ class Header:
     @property
     def subpixels(self) -> int:
         return sum(r.subpixels for r in self.images)
+
+    @property
+    def model_coded(self) -> bool:
+        """Whether the model codes some image: only then does the file hold the model's fields and a message."""
+        return any(r.coding not in BYTES for r in self.images)
 
 
 def _varint(v: int) -> bytes:
@@ -185,12 +190,16 @@ def pack(header: Header, payload: bytes) -> bytes:
     records = _records(header)
     deflated = _bytes(_deflate(records))
     small = len(deflated) < len(records)      # archives of similar images: their records deflate to almost nothing
-    flags = FLAG_ARCHIVE * header.archive | FLAG_DEFLATED * small
+    coded = header.model_coded
+    custom = coded and header.params != CodingParams()
+    flags = FLAG_ARCHIVE * header.archive | FLAG_DEFLATED * small | FLAG_MODEL * coded | FLAG_PARAMS * custom
     out = bytearray(MAGIC + bytes([VERSION, flags]))
-    out += _bytes(header.model.encode()) + header.weights
-    for value in astuple(header.params):
-        out += _varint(value)
-    out += _varint(header.lanes) + _varint(len(header.images))
+    if coded:
+        out += _bytes(header.model.encode()) + header.weights
+        for value in astuple(header.params) if custom else ():
+            out += _varint(value)
+        out += _varint(header.lanes)
+    out += _varint(len(header.images))
     out += (deflated if small else records) + header.checksum + payload
     return bytes(out + struct.pack("<I", zlib.crc32(out)))
 
@@ -207,16 +216,21 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     r = _Reader(data[:-4])
     r.take(5)
     flags = r.take(1)[0]
-    if flags & ~(FLAG_ARCHIVE | FLAG_DEFLATED):
+    known = FLAG_ARCHIVE | FLAG_DEFLATED | FLAG_MODEL | FLAG_PARAMS
+    if flags & ~known or (flags & FLAG_PARAMS and not flags & FLAG_MODEL):
         raise FormatError("corrupt .vz file: unknown flags")
-    model = r.text(LIMITS["model"], "model name")
-    weights = r.take(HASH_BYTES)
-    params = CodingParams(*(r.varint(*RANGES[f.name], f.name.replace("_", " ")) for f in fields(CodingParams)))
-    try:
-        params.check()
-    except ValueError as e:
-        raise FormatError(f"corrupt .vz file: {e}") from None
-    lanes = r.varint(1, LIMITS["lanes"], "lane count")
+    model, weights, params, lanes = "", b"", CodingParams(), 1
+    if flags & FLAG_MODEL:
+        model = r.text(LIMITS["model"], "model name")
+        weights = r.take(HASH_BYTES)
+        if flags & FLAG_PARAMS:
+            params = CodingParams(*(r.varint(*RANGES[f.name], f.name.replace("_", " "))
+                                    for f in fields(CodingParams)))
+        try:
+            params.check()
+        except ValueError as e:
+            raise FormatError(f"corrupt .vz file: {e}") from None
+        lanes = r.varint(1, LIMITS["lanes"], "lane count")
     count = r.varint(1, LIMITS["images"], "image count")
     archive = bool(flags & FLAG_ARCHIVE)
     if flags & FLAG_DEFLATED:
@@ -229,7 +243,10 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if sum(im.coded_bytes for im in images) > len(data):
         raise FormatError("corrupt .vz file: the images' bytes exceed the file")
     checksum = r.take(CHECKSUM_BYTES)
-    return Header(model, weights, params, lanes, archive, images, checksum), data[r.pos:-4]
+    header = Header(model, weights, params, lanes, archive, images, checksum)
+    if header.model_coded != bool(flags & FLAG_MODEL):
+        raise FormatError("corrupt .vz file: the model's fields do not match the images' codings")
+    return header, data[r.pos:-4]
 
 
 def _inflate(data: bytes, count: int) -> bytes:

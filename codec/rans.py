@@ -128,13 +128,12 @@ class Message:
     def num_bits(self):
         """Exact size of ``to_bytes()`` in bits."""
         head_bits = _LEN_BITS * self.lanes + int(np.sum(_bit_length(self.head) - 1))
-        return 32 + 8 * (-(-head_bits // 8)) + 32 * self._len
+        return 8 * (-(-head_bits // 8)) + 32 * self._len
 
     def to_bytes(self):
-        """Serialize: uint32 LE tail length T; the heads, bit-packed (a 5-bit bit-length code per lane, then
-        each lane's bits below its leading one, MSB first), zero-padded to a byte; T uint32 LE tail words."""
-        if self._len >= 1 << 32:
-            raise ValueError("message too long to serialize")
+        """Serialize: the heads, bit-packed (a 5-bit bit-length code per lane, then each lane's bits below its
+        leading one, MSB first), zero-padded to a byte; then the tail, uint32 LE words (as many as the bytes left:
+        the container knows the message's length)."""
         lanes = self.lanes
         length = _bit_length(self.head)
         codes = np.unpackbits((length - 32).astype(np.uint8)[:, None], axis=1)[:, 8 - _LEN_BITS :]
@@ -142,7 +141,7 @@ class Message:
         below_lead = np.arange(64) > (64 - length)[:, None]
         packed = np.packbits(np.concatenate([codes.ravel(), bits[below_lead]]))
         tail = self._tail[: self._len].astype("<u4")
-        return self._len.to_bytes(4, "little") + packed.tobytes() + tail.tobytes()
+        return packed.tobytes() + tail.tobytes()
 
     @classmethod
     def from_bytes(cls, data, lanes):
@@ -150,19 +149,19 @@ class Message:
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, got {lanes}")
         data = np.frombuffer(bytes(data), dtype=np.uint8)
-        if data.size < 4:
-            raise CorruptMessage("truncated message: no tail length")
-        tail_len = int(data[:4].view("<u4")[0])
         # every lane takes at least 5 + 31 bits: check before allocating anything per lane
-        if data.size < 4 + 4 * tail_len + (-(-(_LEN_BITS + 31) * lanes // 8)):
-            raise CorruptMessage("truncated message: shorter than its lanes and tail length need")
-        bits = np.unpackbits(data[4 : data.size - 4 * tail_len])
-        length = bits[: _LEN_BITS * lanes].reshape(lanes, _LEN_BITS) @ (1 << np.arange(_LEN_BITS)[::-1]) + 32
+        if data.size < -(-(_LEN_BITS + 31) * lanes // 8):
+            raise CorruptMessage("truncated message: shorter than its lanes need")
+        codes = np.unpackbits(data[: -(-_LEN_BITS * lanes // 8)])[: _LEN_BITS * lanes]
+        length = codes.reshape(lanes, _LEN_BITS) @ (1 << np.arange(_LEN_BITS)[::-1]) + 32
         head_bits = _LEN_BITS * lanes + int(np.sum(length - 1))
         head_bytes = -(-head_bits // 8)
-        if head_bytes != bits.size // 8:
-            reason = "truncated" if head_bytes > bits.size // 8 else "trailing bytes in"
-            raise CorruptMessage(f"{reason} message: heads need {head_bytes} bytes, {bits.size // 8} present")
+        if head_bytes > data.size:
+            raise CorruptMessage(f"truncated message: heads need {head_bytes} bytes, {data.size} present")
+        if (data.size - head_bytes) % 4:
+            raise CorruptMessage("malformed message: its tail is not whole 32-bit words")
+        tail_len = (data.size - head_bytes) // 4
+        bits = np.unpackbits(data[:head_bytes])
         if bits[head_bits:].any():
             raise CorruptMessage("malformed message: nonzero padding after the heads")
         below_lead = np.arange(64) > (64 - length)[:, None]

@@ -75,6 +75,26 @@ def shipped_models() -> list[str]:
     return sorted(p.stem for p in ASSETS.glob("*.safetensors"))
 
 
+def shipped(name_or_path: str) -> bool:
+    """Whether a model is one of the shipped files (a .vz file names it by its weights hash alone)."""
+    return resolve(name_or_path).resolve().parent == ASSETS.resolve()
+
+
+def shipped_with_hash(prefix: bytes) -> str | None:
+    """The shipped model whose weights hash starts with ``prefix``, if any."""
+    for name in shipped_models():
+        path = ASSETS / f"{name}.safetensors"
+        stat = path.stat()
+        if _hash(path, stat.st_mtime_ns, stat.st_size).startswith(prefix):
+            return name
+    return None
+
+
+@lru_cache(maxsize=16)
+def _hash(path: Path, mtime: int, size: int) -> bytes:
+    return weights_hash(path)
+
+
 def load_model(name_or_path: str, device: str = "cpu"):
     """(torch ``model.VAE`` in frozen eval mode on ``device``, model name, weights hash), loaded once per process
     and file version; callers must not modify it."""

@@ -3,6 +3,7 @@ written."""
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 from PIL import Image
 
+import vaezip
 from vaezip.cli import main, output_names
 from vaezip.container import CodingParams, FormatError, pack, unpack
 from conftest import png_bytes, smooth_image
@@ -120,7 +122,7 @@ def archive(tiny_rgb, tmp_path) -> bytes:
     for i in range(2):
         (tmp_path / f"p{i}.png").write_bytes(image_file("RGB", 12, 9, i))
     res = CliRunner().invoke(main, ["compress", str(tmp_path / "p0.png"), str(tmp_path / "p1.png"), "-o",
-                                    str(tmp_path / "a.vz"), "--model", tiny_rgb, "-q"])
+                                    str(tmp_path / "a.vz"), "--model", tiny_rgb, "--model-only", "-q"])
     assert res.exit_code == 0 and res.output == ""          # --quiet: nothing on success
     data = (tmp_path / "a.vz").read_bytes()
     for p in tmp_path.iterdir():
@@ -155,6 +157,42 @@ def test_hostile_headers_give_one_line_errors(archive, tiny_rgb, tmp_path, chang
         fails([command[0], str(tmp_path / "h.vz"), *command[1:]], tmp_path, match)
 
 
+def test_header_holds_the_model_fields_only_when_the_model_codes_an_image(archive, tiny_rgb, tmp_path):
+    """A custom model is named, its non-default coding parameters written; a file of classical streams alone has no
+    model fields and no rANS message; either kind with the other's flag is refused in one line."""
+    from vaezip.container import FLAG_MODEL, FLAG_PARAMS
+    header, payload = unpack(archive)
+    assert archive[5] & FLAG_MODEL and not archive[5] & FLAG_PARAMS and header.model == Path(tiny_rgb).stem
+    custom = unpack(hostile(archive, params={"tile": 64}))[0]
+    assert custom.params.tile == 64 and custom.model == header.model
+    (tmp_path / "p.png").write_bytes(image_file("RGB", 12, 9, 0))
+    stored = CliRunner().invoke(main, ["compress", str(tmp_path / "p.png"), "-o", str(tmp_path / "s.vz"), "--model",
+                                       tiny_rgb, "-q"])
+    data = (tmp_path / "s.vz").read_bytes()
+    plain, blob = unpack(data)
+    assert stored.exit_code == 0 and not plain.model_coded and not data[5] & FLAG_MODEL
+    # magic, version, flags; image count; its record (7 bytes and the stream's length); pixel checksum; stream; CRC
+    assert len(data) == 6 + 1 + 9 + 8 + len(blob) + 4
+    for bad, flags in ((data, data[5] | FLAG_MODEL), (archive, archive[5] & ~FLAG_MODEL)):
+        body = bad[:5] + bytes([flags]) + bad[6:-4]
+        (tmp_path / "bad.vz").write_bytes(body + zlib.crc32(body).to_bytes(4, "little"))
+        fails(["decompress", str(tmp_path / "bad.vz"), "--model", tiny_rgb], tmp_path, "corrupt .vz file")
+
+
+def test_shipped_models_are_named_by_their_weights_hash(tmp_path):
+    """A file of a shipped model stores no name: decoding finds the model by its hash; an unknown hash is refused
+    in one line."""
+    arr = smooth_image(8, 8, 3)
+    vz = vaezip.compress(arr, "cifar10", classical=False)
+    header, _ = unpack(vz)
+    assert header.model == "" and np.array_equal(vaezip.decompress(vz, arrays=True)[0], arr)
+    (tmp_path / "a.vz").write_bytes(vz)
+    res = CliRunner().invoke(main, ["info", str(tmp_path / "a.vz")])
+    assert res.exit_code == 0 and "model: cifar10 (weights" in res.output
+    (tmp_path / "b.vz").write_bytes(hostile(vz, weights=b"\1" * 8))
+    fails(["decompress", str(tmp_path / "b.vz")], tmp_path, "needs a model that this vaezip does not ship")
+
+
 def test_nothing_is_written_unless_everything_can_be(archive, tiny_rgb, tmp_path):
     (tmp_path / "a.vz").write_bytes(archive)
     (tmp_path / "a").mkdir()
@@ -186,6 +224,6 @@ def test_verify_reports_success(tiny_rgb, tmp_path):
 def test_unknown_format_version_is_one_line(archive, tiny_rgb, tmp_path):
     (tmp_path / "old.vz").write_bytes(archive[:4] + b"\x02" + archive[5:])
     fails(["decompress", str(tmp_path / "old.vz"), "--model", tiny_rgb], tmp_path,
-          "unsupported .vz format version 2 (this vaezip reads version 3")
+          "unsupported .vz format version 2 (this vaezip reads version 4")
     with pytest.raises(FormatError):
         unpack(archive[:4] + b"\x02" + archive[5:])

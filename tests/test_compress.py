@@ -287,7 +287,9 @@ def test_cli_single_file_defaults_and_force(tiny_rgb, tmp_path):
     assert res.exit_code == 0, res.output
     assert np.array_equal(np.asarray(Image.open(src)), smooth_image(10, 12, 3))
     res = runner.invoke(main, ["info", str(tmp_path / "a.vz")])
-    assert res.exit_code == 0 and "12x10 RGB" in res.output and "lanes" in res.output
+    coded = unpack((tmp_path / "a.vz").read_bytes())[0].model_coded
+    assert res.exit_code == 0 and "12x10 RGB" in res.output and ("lanes" in res.output) == coded
+    assert ("model: none" in res.output) != coded
     assert f"version {(tmp_path / 'a.vz').read_bytes()[4]}" in res.output
 
 
@@ -425,10 +427,10 @@ def test_error_weights_without_integer_networks(tmp_path):
 def test_error_absurd_header_sizes(vz_file):
     import struct
     import zlib
-    from vaezip.container import MAGIC, VERSION
+    from vaezip.container import FLAG_MODEL, FLAG_PARAMS, MAGIC, VERSION
     # a header that claims 2^40 x 2^40 pixels, with a valid checksum: refused before any allocation
-    body = MAGIC + bytes([VERSION, 0]) + b"\x05photo" + b"\0" * 8 + b"\x40\x10\x0a\x14\x12\x01\x01\x01\x02\x00" + \
-        b"\x80\x80\x80\x80\x80\x20" * 2 + b"\0\0" + b"\0" * 8
+    body = MAGIC + bytes([VERSION, FLAG_MODEL | FLAG_PARAMS]) + b"\x05photo" + b"\0" * 8 + \
+        b"\x40\x10\x0a\x14\x12\x01\x01\x01\x02\x00" + b"\x80\x80\x80\x80\x80\x20" * 2 + b"\0\0" + b"\0" * 8
     with pytest.raises(FormatError, match="height 1099511627776 is outside 1..1048576"):
         unpack(body + struct.pack("<I", zlib.crc32(body)))
 
