@@ -255,12 +255,12 @@ def info(input):
     """Print the header of a .vz file."""
     from dataclasses import asdict
 
-    from .container import VERSION, unpack
+    from .container import unpack
     from .weights import shipped_with_hash
 
     data = read_input(input)
     h, payload = unpack(data)
-    click.echo(f"format: vaezip .vz version {VERSION}{' archive' if h.archive else ''}")
+    click.echo(f"format: vaezip .vz version {h.version}{' archive' if h.archive else ''}")
     if h.model_coded:
         model = h.model or shipped_with_hash(h.weights) or "a model this vaezip does not ship"
         click.echo(f"model: {model} (weights {h.weights.hex()})")

@@ -15,6 +15,7 @@ from .layers import BYTES, CODINGS, COLOURS, PLANES, STREAMS, shapes
 
 MAGIC = b"VAEZ"
 VERSION = 4
+READABLE = (3, 4)               # version 3: the model's fields in every file, a 4-byte tail length before the message
 HASH_BYTES = 8                  # weights hash: the first bytes of the SHA-256 of the weights file
 CHECKSUM_BYTES = 8              # BLAKE2b digest of every image's pixels
 FLAG_ARCHIVE, FLAG_DEFLATED, FLAG_MODEL, FLAG_PARAMS = 1, 2, 4, 8
@@ -100,6 +101,7 @@ class Header:
     archive: bool
     images: list[ImageRecord]
     checksum: bytes                 # CHECKSUM_BYTES of BLAKE2b over every image's pixels, in order
+    version: int = VERSION          # of the file it was read from
 
     @property
     def subpixels(self) -> int:
@@ -208,17 +210,20 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     """Parse and validate a .vz file; every size is bounded before anything is allocated."""
     if len(data) < len(MAGIC) + 6 or data[:len(MAGIC)] != MAGIC:
         raise FormatError("not a .vz file (bad magic)")
-    if data[4] != VERSION:
-        raise FormatError(f"unsupported .vz format version {data[4]} (this vaezip reads version {VERSION}; "
-                          f"decode older files with the vaezip that wrote them)")
+    version = data[4]
+    if version not in READABLE:
+        raise FormatError(f"unsupported .vz format version {version} (this vaezip reads versions "
+                          f"{' and '.join(map(str, READABLE))}; decode other files with the vaezip that wrote them)")
     if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
         raise FormatError("corrupt or truncated .vz file (checksum mismatch)")
     r = _Reader(data[:-4])
     r.take(5)
     flags = r.take(1)[0]
-    known = FLAG_ARCHIVE | FLAG_DEFLATED | FLAG_MODEL | FLAG_PARAMS
+    known = FLAG_ARCHIVE | FLAG_DEFLATED | (FLAG_MODEL | FLAG_PARAMS if version > 3 else 0)
     if flags & ~known or (flags & FLAG_PARAMS and not flags & FLAG_MODEL):
         raise FormatError("corrupt .vz file: unknown flags")
+    if version == 3:
+        flags |= FLAG_MODEL | FLAG_PARAMS           # version 3 has the model's fields in every file
     model, weights, params, lanes = "", b"", CodingParams(), 1
     if flags & FLAG_MODEL:
         model = r.text(LIMITS["model"], "model name")
@@ -243,10 +248,21 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     if sum(im.coded_bytes for im in images) > len(data):
         raise FormatError("corrupt .vz file: the images' bytes exceed the file")
     checksum = r.take(CHECKSUM_BYTES)
-    header = Header(model, weights, params, lanes, archive, images, checksum)
+    header = Header(model, weights, params, lanes, archive, images, checksum, version)
+    if version == 3:
+        return header, _payload_of_version_3(header, data[r.pos:-4])
     if header.model_coded != bool(flags & FLAG_MODEL):
         raise FormatError("corrupt .vz file: the model's fields do not match the images' codings")
     return header, data[r.pos:-4]
+
+
+def _payload_of_version_3(header: Header, payload: bytes) -> bytes:
+    """A version-3 payload laid out as in version 4: its message without the 4-byte tail length, or without the
+    message when the model codes no image."""
+    message = len(payload) - sum(im.coded_bytes for im in header.images)
+    if message < 4:
+        raise FormatError("corrupt .vz file: truncated payload")
+    return payload[4:] if header.model_coded else payload[message:]
 
 
 def _inflate(data: bytes, count: int) -> bytes:

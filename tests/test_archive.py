@@ -193,6 +193,27 @@ def test_shipped_models_are_named_by_their_weights_hash(tmp_path):
     fails(["decompress", str(tmp_path / "b.vz")], tmp_path, "needs a model that this vaezip does not ship")
 
 
+def test_files_of_format_version_3_still_decode(tmp_path):
+    """Files written by the previous format (tests/data, made by vaezip at format 3): a CIFAR-10 archive coded by
+    the shipped model and a picture coded by a classical stream decode to their pixels; written again, both are
+    shorter."""
+    data = Path(__file__).parent / "data"
+    for name, originals, names in (("v3-cifar10-archive.vz", ["v3-a.png", "v3-b.png"], ["a.png", "b.png"]),
+                                   ("v3-classical.vz", ["v3-flat.png"], None)):
+        vz = (data / name).read_bytes()
+        header, _ = unpack(vz)
+        assert vz[4] == header.version == 3
+        arrays = [np.asarray(Image.open(data / f)) for f in originals]
+        images = vaezip.decompress(vz, arrays=True)
+        assert len(images) == len(arrays) and all(np.array_equal(a, b) for a, b in zip(images, arrays))
+        again = vaezip.compress(arrays if names else arrays[0], "cifar10", names=names,
+                                classical=not header.model_coded)
+        assert unpack(again)[0].version == 4 and len(again) < len(vz)
+        (tmp_path / name).write_bytes(vz)
+        res = CliRunner().invoke(main, ["info", str(tmp_path / name)])
+        assert res.exit_code == 0 and "version 3" in res.output
+
+
 def test_nothing_is_written_unless_everything_can_be(archive, tiny_rgb, tmp_path):
     (tmp_path / "a.vz").write_bytes(archive)
     (tmp_path / "a").mkdir()
@@ -224,6 +245,6 @@ def test_verify_reports_success(tiny_rgb, tmp_path):
 def test_unknown_format_version_is_one_line(archive, tiny_rgb, tmp_path):
     (tmp_path / "old.vz").write_bytes(archive[:4] + b"\x02" + archive[5:])
     fails(["decompress", str(tmp_path / "old.vz"), "--model", tiny_rgb], tmp_path,
-          "unsupported .vz format version 2 (this vaezip reads version 4")
+          "unsupported .vz format version 2 (this vaezip reads versions 3 and 4")
     with pytest.raises(FormatError):
         unpack(archive[:4] + b"\x02" + archive[5:])
