@@ -170,11 +170,17 @@ def encode(pictures: list[Picture], names: list[str], codings: list[int], model_
     return pack(header, message + b"".join(b for b in blobs if b is not None)), bits
 
 
+def _probing(pic: Picture) -> tuple[int, float]:
+    """(JPEG XL effort of the picture's probe, factor within which the probe is promising): PROBE_EFFORT and
+    PROMISING, or SMALL_PROBE_EFFORT and SMALL_PROMISING up to SMALL subpixels."""
+    if pic.subpixels <= SMALL:
+        return classical.SMALL_PROBE_EFFORT, SMALL_PROMISING
+    return classical.PROBE_EFFORT, PROMISING
+
+
 def probe(pic: Picture) -> int:
-    """The bytes of a quick JPEG XL coding of the picture (PROBE_EFFORT; SMALL_PROBE_EFFORT up to SMALL
-    subpixels)."""
-    small = pic.subpixels <= SMALL
-    return len(classical.jpeg_xl(pic, classical.SMALL_PROBE_EFFORT if small else classical.PROBE_EFFORT))
+    """The bytes of a quick JPEG XL coding of the picture (``_probing``)."""
+    return len(classical.jpeg_xl(pic, _probing(pic)[0]))
 
 
 def cheaper_coding(pic: Picture, model_bytes: float, probe_bytes: int | None = None,
@@ -191,7 +197,7 @@ def cheaper_coding(pic: Picture, model_bytes: float, probe_bytes: int | None = N
     and 1.25: 28 and 4; 1000 MNIST digits: 9 runs, all 7, against none) in half the time."""
     sizes = {None: model_bytes, STORED: len(pic.pixel_bytes())}
     probe_bytes = probe(pic) if probe_bytes is None else probe_bytes
-    if probe_bytes < (SMALL_PROMISING if pic.subpixels <= SMALL else PROMISING) * model_bytes:
+    if probe_bytes < _probing(pic)[1] * model_bytes:
         sizes[JPEG_XL] = len(classical.jpeg_xl(pic, jxl_effort))
         if 8 * probe_bytes < FLAT * pic.subpixels:
             sizes[PNG] = len(classical.png(pic))

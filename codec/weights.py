@@ -83,15 +83,16 @@ def shipped(name_or_path: str) -> bool:
 def shipped_with_hash(prefix: bytes) -> str | None:
     """The shipped model whose weights hash starts with ``prefix``, if any."""
     for name in shipped_models():
-        path = ASSETS / f"{name}.safetensors"
+        path = (ASSETS / f"{name}.safetensors").resolve()
         stat = path.stat()
-        if _hash(path, stat.st_mtime_ns, stat.st_size).startswith(prefix):
+        if _file_hash(path, stat.st_mtime_ns, stat.st_size).startswith(prefix):
             return name
     return None
 
 
 @lru_cache(maxsize=16)
-def _hash(path: Path, mtime: int, size: int) -> bytes:
+def _file_hash(path: Path, mtime: int, size: int) -> bytes:
+    """``weights_hash`` of one version of a file, read once."""
     return weights_hash(path)
 
 
@@ -119,14 +120,14 @@ def load_network(name_or_path: str, device: str = "cpu", subpixels: int = 0):
 
 @lru_cache(maxsize=8)
 def _load(path: Path, mtime: int, size: int, device: str):
-    return read_model(path).to(device), path.stem, weights_hash(path)
+    return read_model(path).to(device), path.stem, _file_hash(path, mtime, size)
 
 
 @lru_cache(maxsize=8)
 def _load_network(path: Path, mtime: int, size: int, runtime: str, device: str):
     if runtime == "torch":
         from .model import TorchNetwork
-        return TorchNetwork(_load(path, mtime, size, device)[0]), path.stem, weights_hash(path)
+        return TorchNetwork(_load(path, mtime, size, device)[0]), path.stem, _file_hash(path, mtime, size)
     from safetensors.numpy import load_file
 
     from .npnet import Network
@@ -137,7 +138,7 @@ def _load_network(path: Path, mtime: int, size: int, runtime: str, device: str):
             from None
     except (OSError, TypeError, ValueError, SafetensorError) as e:
         raise ModelError(f"cannot load model {path.stem!r}: {e}") from None
-    return network, path.stem, weights_hash(path)
+    return network, path.stem, _file_hash(path, mtime, size)
 
 
 def read_config(path: Path) -> Config:
