@@ -1,6 +1,7 @@
-"""The Python API: ``vaezip.compress`` and ``vaezip.decompress``, for PIL images and NumPy arrays.
+"""The Python API: ``vaezip.compress`` and ``vaezip.decompress``, for PIL images and NumPy arrays. The command line
+and the Pillow plugin go through them too.
 
-Models are loaded once per process (``weights.load_model`` keeps them), so many small calls stay cheap.
+Models are loaded once per process (``nets.weights``), so many small calls stay cheap.
 """
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .image import ImageError, Picture, from_pil, to_pil
+from .format.container import CodingParams
+from .format.image import ImageError, Picture, from_pil, to_pil
+from .options import Options
 
 ARRAY_MODES = {(1, np.uint8): "L", (2, np.uint8): "LA", (3, np.uint8): "RGB", (4, np.uint8): "RGBA",
                (1, np.uint16): "I;16", (2, np.uint16): "LA;16", (3, np.uint16): "RGB;16", (4, np.uint16): "RGBA;16"}
@@ -33,19 +36,16 @@ def picture(image, name: str = "image") -> Picture:
 
 def compress(images, model: str | None = None, *, names: Sequence[str] | None = None, tile: int = 256,
              batch: int = 4, particles: int = 1, classical: bool = True, effort: str = "default", device: str = "cpu",
-             strip: bool = False, progress=None) -> bytes:
+             backend: str | None = None, strip: bool = False, progress=None) -> bytes:
     """.vz bytes of one image, or of a list of images as one archive (bits back chained across them).
 
-    ``images``: PIL images or uint8/uint16 NumPy arrays (H x W or H x W x C). ``model``: a shipped model name or a
-    .safetensors path; by default the shipped model that codes these images shortest. ``names``: file names stored
-    in an archive (default: none stored; decoders call the images ``image0.png``, ...). ``particles``: importance
-    samples per tile (Monte Carlo bits back: closer to the IWAE bound, that many times slower). ``classical``: code
-    an image by JPEG XL or PNG, or store it, when that is shorter than the model. ``effort``: "default", or "max"
-    (every image coded by the model, none screened out, and JPEG XL at its highest effort: several times slower,
-    a little shorter on photos). ``strip``: drop EXIF, XMP, text, dpi and gamma.
+    ``images``: PIL images, uint8/uint16 NumPy arrays (H x W or H x W x C) or ``Picture``s. ``model``: a shipped
+    model name, a model in $VAEZIP_MODELS or a .safetensors path; by default the shipped model that codes these
+    images shortest. ``names``: file names stored in an archive (default: none stored; decoders call the images
+    ``image0.png``, ...). ``particles``: importance samples per tile (Monte Carlo bits back: closer to the IWAE
+    bound, that many times slower). The other options: ``options.Options``.
     """
-    from .compressor import compress as encode
-    from .container import CodingParams
+    from .pipeline import compress as encode
     archive = isinstance(images, (list, tuple))
     items = list(images) if archive else [images]
     names = list(names) if names is not None else [""] * len(items)
@@ -54,16 +54,19 @@ def compress(images, model: str | None = None, *, names: Sequence[str] | None = 
     pictures = [picture(im, n or f"image {i}") for i, (im, n) in enumerate(zip(items, names))]
     if strip:
         pictures = [p.stripped() for p in pictures]
-    params = CodingParams(tile=tile, batch=batch, particles=particles)
-    return encode(pictures, names, model, params, archive, device, progress, classical, effort)
+    options = Options(model, CodingParams(tile=tile, batch=batch, particles=particles), classical, effort, device,
+                      backend, strip)
+    return encode(pictures, names, options, archive, progress)
 
 
-def decompress(data: bytes, *, arrays: bool = False, model: str | None = None, device: str = "cpu",
-               progress=None) -> list:
-    """Every image of a .vz file, as PIL images (ICC profile and metadata in ``info``) or, with ``arrays``, as
-    NumPy arrays (H x W for one plane, else H x W x C; uint16 for 16-bit images, indices for palette images)."""
-    from .classical import as_array
-    from .compressor import decompress as decode
-    from .container import unpack
-    pictures = decode(*unpack(data), device, model, progress)
-    return [as_array(p) if arrays else to_pil(p) for p in pictures]
+def decompress(data: bytes, *, arrays: bool = False, pictures: bool = False, model: str | None = None,
+               device: str = "cpu", backend: str | None = None, progress=None) -> list:
+    """Every image of a .vz file, as PIL images (ICC profile and metadata in ``info``), or with ``arrays`` as NumPy
+    arrays (H x W for one plane, else H x W x C; uint16 for 16-bit images, indices for palette images), or with
+    ``pictures`` as ``Picture``s. ``model``: the weights of a file made with a model that is not shipped."""
+    from .format.classical import as_array
+    from .pipeline import decode
+    decoded = decode(data, model, device, backend, progress)
+    if pictures:
+        return decoded
+    return [as_array(p) if arrays else to_pil(p) for p in decoded]

@@ -22,9 +22,9 @@ def friendly(fn):
     """Turn expected errors into one line on stderr and exit code 1, never a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .container import FormatError
-        from .image import ImageError
-        from .weights import ModelError
+        from .format.container import FormatError
+        from .format.image import ImageError
+        from .nets.weights import ModelError
         try:
             return fn(*args, **kwargs)
         except (Failure, FormatError, ImageError, ModelError) as e:
@@ -140,7 +140,7 @@ def main():
 
 
 def coding_options(fn):
-    from .container import RANGES
+    from .format.container import RANGES
     fn = click.option("--tile", type=click.IntRange(*RANGES["tile"]), default=256, show_default=True,
                       help="Tile size in pixels (each tile is padded to a multiple of the model's coarsest grid).")(fn)
     fn = click.option("--particles", type=click.IntRange(*RANGES["particles"]), default=1, show_default=True,
@@ -170,10 +170,9 @@ def coding_options(fn):
 def compress(inputs, output, model, force, device, batch_size, particles, tile, classical, effort, strip, verify,
              quiet):
     """Compress one image to a .vz file, or several images / folders into one .vz archive."""
-    from .api import compress as encode
-    from .compressor import decompress as decode
-    from .container import unpack
-    from .image import is_lossy, read_image
+    from .api import compress as encode, decompress as decode
+    from .format.container import unpack
+    from .format.image import is_lossy, read_image
 
     items = expand_inputs(inputs)
     archive = len(items) > 1 or any(i != "-" and Path(i).is_dir() for i in inputs)
@@ -196,7 +195,7 @@ def compress(inputs, output, model, force, device, batch_size, particles, tile, 
                       particles=particles, classical=classical, effort=effort, device=select_device(device),
                       strip=strip, progress=bar)
     if verify:
-        back = decode(*unpack(data), select_device(device), model)
+        back = decode(data, pictures=True, model=model, device=select_device(device))
         if any(a.mode != b.mode or a.pixel_bytes() != b.pixel_bytes() for a, b in zip(pictures, back)):
             raise Failure("verification failed: the decoded pixels differ; nothing was written")
     write_all([(output, data)])
@@ -207,8 +206,16 @@ def compress(inputs, output, model, force, device, batch_size, particles, tile, 
                  f"{len(data) / in_bytes:.2f}x larger than")
         click.echo(f"{', '.join(inputs) if archive else inputs[0]} -> {output}: {in_bytes:,} -> {len(data):,} "
                    f"bytes, {8 * len(data) / subpixels:.3f} bits/subpixel, {ratio} the input, model "
-                   f"{unpack(data)[0].model}{', verified' if verify else ''}, {time.perf_counter() - t0:.1f} s",
+                   f"{model_of(unpack(data)[0])}{', verified' if verify else ''}, {time.perf_counter() - t0:.1f} s",
                    err=output == "-")
+
+
+def model_of(header) -> str:
+    """The name of the model that coded a file's images: a shipped name, the name the file records, or "none"."""
+    from .nets.weights import shipped_with_hash
+    if not header.model_coded:
+        return "none"
+    return header.model or shipped_with_hash(header.weights) or "a model this vaezip does not ship"
 
 
 @main.command()
@@ -222,11 +229,12 @@ def compress(inputs, output, model, force, device, batch_size, particles, tile, 
 @friendly
 def decompress(input, output, force, model, device, quiet):
     """Restore the exact pixels (and mode, alpha, ICC profile) of a .vz file or archive."""
-    from .compressor import decompress as decode
-    from .container import unpack
-    from .image import write_png
+    from .api import decompress as decode
+    from .format.container import unpack
+    from .format.image import write_png
 
-    header, payload = unpack(read_input(input))
+    data = read_input(input)
+    header, _ = unpack(data)
     if header.archive:
         folder = Path(output) if output else Path(input).with_suffix("")
         if folder.exists() and not folder.is_dir():
@@ -238,7 +246,7 @@ def decompress(input, output, force, model, device, quiet):
     refuse_existing(targets, force)
     t0 = time.perf_counter()
     with progress_bar(sum(r.height * r.width for r in header.images), quiet, "decompress") as bar:
-        pictures = decode(header, payload, select_device(device), model, bar)
+        pictures = decode(data, pictures=True, model=model, device=select_device(device), progress=bar)
     if header.archive:
         folder.mkdir(parents=True, exist_ok=True)
     write_all([(t, write_png(p)) for t, p in zip(targets, pictures)])
@@ -255,15 +263,13 @@ def info(input):
     """Print the header of a .vz file."""
     from dataclasses import asdict
 
-    from .container import unpack
-    from .weights import shipped_with_hash
+    from .format.container import unpack
 
     data = read_input(input)
     h, payload = unpack(data)
     click.echo(f"format: vaezip .vz version {h.version}{' archive' if h.archive else ''}")
     if h.model_coded:
-        model = h.model or shipped_with_hash(h.weights) or "a model this vaezip does not ship"
-        click.echo(f"model: {model} (weights {h.weights.hex()})")
+        click.echo(f"model: {model_of(h)} (weights {h.weights.hex()})")
         params = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in asdict(h.params).items())
         click.echo(f"coding: {params}, lanes {h.lanes}")
     else:
@@ -289,10 +295,11 @@ def info(input):
 @friendly
 def bound(images, model, samples, tile, seed, calibrated):
     """Negative ELBO and IWAE estimate in bits per subpixel, mean and standard error over IMAGES."""
-    from .bound import image_bounds, summary
-    from .image import read_image
-    from .layers import coding_of, split
-    from .weights import load_model, require_channels
+    from .format.image import read_image
+    from .format.planes import coding_of, split
+    from .nets.weights import load_model
+    from .policy import require_channels
+    from .training.bound import image_bounds, summary
 
     vae, name, _ = load_model(model)
     pics = [read_image(read_input(p), p) for p, _ in expand_inputs(images)]
@@ -311,17 +318,16 @@ def bound(images, model, samples, tile, seed, calibrated):
 @friendly
 def demo(model):
     """Compress and decompress the example image shipped with vaezip and print the rate."""
-    from .compressor import compress as encode, decompress as decode
-    from .container import CodingParams, unpack
-    from .image import read_image
-    from .weights import ASSETS
+    from .api import compress as encode, decompress as decode
+    from .format.image import read_image
+    from .nets.weights import ASSETS
 
     source = ASSETS / "example.png"
     pic = read_image(source.read_bytes(), source.name)
     t0 = time.perf_counter()
-    data = encode([pic], [source.name], model, CodingParams())
+    data = encode(pic, model)
     t1 = time.perf_counter()
-    (back,) = decode(*unpack(data))
+    (back,) = decode(data, pictures=True)
     t2 = time.perf_counter()
     if back.mode != pic.mode or back.pixel_bytes() != pic.pixel_bytes():
         raise Failure("demo round trip failed")
@@ -356,7 +362,7 @@ def demo(model):
 @friendly
 def train(dataset, steps, batch, crop, lr, seed, eval_every, device, stop_at, init, samples, data_root, run_dir, out):
     """Train a model on DATASET (resumes from the run folder's checkpoint)."""
-    from .train import TrainSettings, train as run
+    from .training.train import TrainSettings, train as run
 
     run_dir = run_dir or Path("runs") / dataset
     info = run(TrainSettings(dataset, steps, batch, crop, lr, seed, eval_every, device, init, stop_at, samples),

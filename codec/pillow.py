@@ -16,9 +16,10 @@ class VzImageFile(ImageFile.ImageFile):
     format_description = "vaezip learned lossless image"
 
     def _open(self) -> None:
-        from .container import FormatError, unpack
+        from .format.container import FormatError, unpack
+        self._data = self.fp.read()
         try:
-            self._header, self._payload = unpack(self.fp.read())
+            self._header, _ = unpack(self._data)
         except FormatError as e:
             raise SyntaxError(str(e)) from None
         self._pictures = None
@@ -46,10 +47,10 @@ class VzImageFile(ImageFile.ImageFile):
 
     def load(self):
         if self._im is None:
-            from .compressor import decompress
-            from .image import to_pil
+            from .api import decompress
+            from .format.image import to_pil
             if self._pictures is None:
-                self._pictures = decompress(self._header, self._payload)
+                self._pictures = decompress(self._data, pictures=True)
             im = to_pil(self._pictures[self._frame])
             im.load()
             self.im, self._mode, self.info = im.im, im.mode, im.info

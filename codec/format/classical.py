@@ -2,7 +2,7 @@
 
 The model cannot learn everything people compress: text, screenshots and flat graphics code several times shorter
 with a classical lossless coder, and noise codes shortest as it is. The encoder codes such an image this way when
-that is shorter (``compressor.compress``); its bytes follow the rANS message in the file.
+that is shorter (``policy``); its bytes follow the rANS message in the file.
 """
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import numpy as np
 
 from .container import FormatError, ImageRecord
 from .image import MODES, Picture
-from .layers import CODINGS, JPEG_XL, PNG, STORED
-from .memo import digest, remembered
+from .planes import CODINGS, JPEG_XL, PNG, STORED
 
 FINAL_EFFORT = 7        # JPEG XL effort of the streams written (cjxl's default)
 MAX_EFFORT = 9          # the same at compress's effort "max" (about 4 times slower, about 0.6 % shorter on photos)
@@ -28,12 +27,6 @@ def as_array(pic: Picture) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
 
 
-def _pixels(pic: Picture, *args) -> tuple:
-    """What a classical stream of the picture depends on."""
-    return pic.mode, digest(pic.color, pic.alpha), args
-
-
-@remembered(_pixels)
 def jpeg_xl(pic: Picture, effort: int = FINAL_EFFORT) -> bytes:
     """JPEG XL codes groups of 256 x 256 pixels in parallel: one thread for a picture of one group (more would
     only cost their start, 15 % of a CIFAR-10 image's probe)."""
@@ -42,7 +35,6 @@ def jpeg_xl(pic: Picture, effort: int = FINAL_EFFORT) -> bytes:
     return imagecodecs.jpegxl_encode(as_array(pic), lossless=True, effort=effort, numthreads=threads)
 
 
-@remembered(_pixels)
 def png(pic: Picture) -> bytes:
     """The shortest of PNG's filter choices at full deflate level, of the samples alone (palette images: their
     indices as gray; the record holds the rest). Often a fifth shorter than a PNG writer's own optimization."""

@@ -1,10 +1,10 @@
 """Composable codecs over a ``rans.Message``.
 
 A codec has ``push(msg, symbols)`` and ``pop(msg) -> symbols`` with its distribution bound at construction.
-Table codecs code flat int64 symbol arrays of a fixed length ``n`` with an integer CDF, ``cdf`` (a
-``rans.Cdf``): the compiled kernels take push's intervals from it (``start_freq``) and search it in pop, so
-push and pop cannot disagree.  Parameters of the continuous families are snapped to fixed grids first; the
-snapped values are the only input to the integer CDFs (see ``codec.tables``).
+Table codecs code flat int64 symbol arrays of a fixed length ``n`` with an integer CDF, ``cdf`` (one of ``cdfs``'
+forms): the compiled kernels take push's intervals from it (``start_freq``) and search it in pop, so push and pop
+cannot disagree. Parameters of the continuous families are snapped to the coder's grids (``grids``) first; the
+snapped values are the only input to the integer CDFs (see ``tables``).
 """
 
 import threading
@@ -13,8 +13,10 @@ from functools import cache, cached_property
 import numpy as np
 
 from . import rans
-from .limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN
-from .rans import DIVIDED, MIXTURE, ROWS, Cdf
+from .cdfs import Divided, Mixture, Rows
+from .grids import (LEVELS, LOG_SCALE_RANGE, LOG_SCALE_STEP, LOGIT_SPAN, LOGIT_STEP, MEAN_RANGE, MEAN_STEP,
+                    POST_LOG_SIGMA_RANGE, POST_LOG_SIGMA_STEP, POST_MEAN_RANGE, POST_MEAN_STEP, WEIGHT_BITS)
+from .limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN, MAX_PRECISION
 from .tables import (FRAC_BITS, LOG_FRAC, LOGISTIC, NORMAL, ONE_BITS, STEP_BITS, exp2_neg_fixed, exp_table,
                      log2_fixed, normal_buckets, stored)
 
@@ -31,7 +33,7 @@ class TableCodec:
 
     def start_freq(self, symbols):
         """The integer intervals (start, freq) of ``symbols``, n integers in 0..alphabet-1 (checked)."""
-        return rans.compiled().intervals(self._validate(symbols), self.precision, *self.cdf)
+        return rans.compiled().intervals(self._validate(symbols), self.precision, self.cdf)
 
     def _validate(self, symbols):
         symbols = np.asarray(symbols)
@@ -48,17 +50,17 @@ class Uniform(TableCodec):
     def __init__(self, n, bits):
         rans._check_precision(bits)
         self.n, self.alphabet, self.precision = n, 1 << bits, bits
-        self.cdf = Cdf(DIVIDED, count=self.alphabet)
+        self.cdf = Divided(self.alphabet)
 
 
 class UniformCount(TableCodec):
     """n symbols uniform over 0..count-1, count <= 2^24, at precision 24 (C(i) = floor(i 2^24 / count))."""
 
     def __init__(self, n, count):
-        if not 1 <= count <= 1 << rans.MAX_PRECISION:
-            raise ValueError(f"count must be in 1..2^{rans.MAX_PRECISION}, got {count}")
-        self.n, self.alphabet, self.precision = n, count, rans.MAX_PRECISION
-        self.cdf = Cdf(DIVIDED, count=count)
+        if not 1 <= count <= 1 << MAX_PRECISION:
+            raise ValueError(f"count must be in 1..2^{MAX_PRECISION}, got {count}")
+        self.n, self.alphabet, self.precision = n, count, MAX_PRECISION
+        self.cdf = Divided(count)
 
 
 class Categorical(TableCodec):
@@ -87,7 +89,7 @@ class Categorical(TableCodec):
             raise ValueError("a shared cdf needs n")
         self.precision, self.alphabet = precision, cdf.shape[-1] - 1
         self.n = cdf.shape[0] if cdf.ndim == 2 else n
-        self.cdf = Cdf(ROWS, rows=np.ascontiguousarray(cdf.reshape(-1, cdf.shape[-1])))
+        self.cdf = Rows(np.ascontiguousarray(cdf.reshape(-1, cdf.shape[-1])))
 
 
 def _params(x, shape=None):
@@ -100,39 +102,8 @@ def _params(x, shape=None):
     return x
 
 
-def clip(x, lo, hi, out=None):
-    """np.clip without its Python-level overhead (NaN-free input; a tenth of a small convolution's time)."""
-    x = np.maximum(x, lo, out=out)
-    return np.minimum(x, hi, out=x)
-
-
-def _snap(x, step, lo, hi):
-    """``x`` snapped to the nearest multiple of ``step`` (a power of two) in [lo, hi] (multiples of it)."""
-    x = clip(x, lo, hi)
-    x *= 1 / step
-    np.rint(x, out=x)
-    x *= step
-    return x
-
-
-def _grid_index(x, step, lo, hi):
-    """Index of ``x`` on the grid lo, lo + step, ..., hi (nearest point, clamped)."""
-    x = clip(x, lo, hi)
-    x -= lo
-    x *= 1 / step
-    np.rint(x, out=x)
-    return x.astype(np.int64)
-
-
 _U_SCALE = 1 << (STEP_BITS + FRAC_BITS)  # IntCdf.scaled takes (t + radius) * 2^20
 _OPEN = float(1 << 20)  # stands in for an infinite edge: beyond every table radius, yet |u| << 2^63
-
-# logistic grids: mean in 1/64 of a level over [-1024, 1280], log scale (natural log, levels) in 1/32 over [-7, 6]
-MEAN_STEP, MEAN_RANGE = 1 / 64, (-1024.0, 1280.0)
-LOG_SCALE_STEP, LOG_SCALE_RANGE = 1 / 32, (-7.0, 6.0)
-LOGIT_STEP, LOGIT_SPAN = 1 / 64, 24.0  # mixture logits; components LOGIT_SPAN below the top get weight 0
-WEIGHT_BITS = 8  # integer mixture weights sum to 2^8
-LEVELS = 256
 # 2^20 / scale per log-scale grid index (an exact power-of-two multiple of the correctly rounded exp)
 _LOGISTIC_SLOPE = _U_SCALE * stored("logistic_slope", lambda: exp_table(-LOG_SCALE_RANGE[0], -LOG_SCALE_STEP, 417))
 _EXP_NEG = stored("exp_neg", lambda: exp_table(0, -LOGIT_STEP, int(LOGIT_SPAN / LOGIT_STEP) + 1))  # exp(-j/64)
@@ -141,8 +112,8 @@ _LEVEL_EDGES = np.concatenate([[-_OPEN], np.arange(1, LEVELS) - 0.5, [_OPEN]])
 
 
 def _check_levels(means, log_scales, precision):
-    if not LEVEL_PRECISION_MIN <= precision <= rans.MAX_PRECISION:
-        raise ValueError(f"precision must be in {LEVEL_PRECISION_MIN}..{rans.MAX_PRECISION}, got {precision}")
+    if not LEVEL_PRECISION_MIN <= precision <= MAX_PRECISION:
+        raise ValueError(f"precision must be in {LEVEL_PRECISION_MIN}..{MAX_PRECISION}, got {precision}")
     if means.shape != log_scales.shape:
         raise ValueError("mean and log scale parameters differ in shape")
 
@@ -155,7 +126,8 @@ class LogisticMixture(TableCodec):
     floor(softmax * 2^8) of the snapped logits (exp from a correctly rounded table, summed in a fixed order, the
     remainder added to the first largest weight); a logistic with snapped mean mu and scale s has
     F = ``LOGISTIC.scaled(u)`` at u = edge * (2^20 / s) - (mu 2^20 / s - 20 2^20): IEEE products and differences
-    of snapped values. The snapping and the weights are computed by ``kernels.logistic_mixture``.
+    of snapped values. The snapping and the weights are computed by ``kernels.logistic_mixture``, with the
+    posterior's snapping (``kernels.snap``, ``kernels.grid``).
     """
 
     alphabet = LEVELS
@@ -173,10 +145,10 @@ class LogisticMixture(TableCodec):
     @cached_property
     def cdf(self):
         slope, offset, weights = rans.compiled().logistic_mixture(
-            self._means, self._log_scales, self._logits, _LOGISTIC_SLOPE, _EXP_NEG, MEAN_STEP, *MEAN_RANGE,
-            LOG_SCALE_STEP, *LOG_SCALE_RANGE, LOGIT_STEP, WEIGHT_BITS, LOGISTIC.radius * _U_SCALE)
-        return Cdf(MIXTURE, slope=slope, offset=offset, weights=weights, edges=_LEVEL_EDGES, table=LOGISTIC.packed,
-                   quantiles=LOGISTIC.quantiles, mult=(1 << self.precision) - LEVELS, shift=ONE_BITS + WEIGHT_BITS)
+            self._means, self._log_scales, self._logits, _LOGISTIC_SLOPE, _EXP_NEG, (MEAN_STEP, *MEAN_RANGE),
+            (LOG_SCALE_STEP, *LOG_SCALE_RANGE), LOGIT_STEP, WEIGHT_BITS, LOGISTIC.radius * _U_SCALE)
+        return Mixture(slope, offset, weights, _LEVEL_EDGES, LOGISTIC.packed, LOGISTIC.quantiles,
+                       (1 << self.precision) - LEVELS, ONE_BITS + WEIGHT_BITS)
 
 
 class Logistic(LogisticMixture):
@@ -188,11 +160,9 @@ class Logistic(LogisticMixture):
         super().__init__(mean[:, None], log_scale[:, None], np.zeros((mean.size, 1)), precision)
 
 
-# Gaussian posterior grids: mean in 1/1024 over [-16, 16], log sigma in 1/64 over [-10, 3]
-POST_MEAN_STEP, POST_MEAN_RANGE = 1 / 1024, (-16.0, 16.0)
-POST_LOG_SIGMA_STEP, POST_LOG_SIGMA_RANGE = 1 / 64, (-10.0, 3.0)
 _GAUSS_SLOPE = _U_SCALE * stored("gauss_slope",  # 2^20 / sigma
                                  lambda: exp_table(-POST_LOG_SIGMA_RANGE[0], -POST_LOG_SIGMA_STEP, 833))
+_NO_GUESS = np.zeros(1)                 # Mixture.quantiles of the posterior: its buckets are not the level grid
 
 
 class GaussianLatent:
@@ -234,8 +204,8 @@ class GaussianPosterior(TableCodec):
     """
 
     def __init__(self, latent, mu, log_sigma, precision):
-        if not latent.bits < precision <= rans.MAX_PRECISION:
-            raise ValueError(f"precision must be in {latent.bits + 1}..{rans.MAX_PRECISION}, got {precision}")
+        if not latent.bits < precision <= MAX_PRECISION:
+            raise ValueError(f"precision must be in {latent.bits + 1}..{MAX_PRECISION}, got {precision}")
         if mu.shape != log_sigma.shape:
             raise ValueError("mu and sigma differ in size")
         self.latent, self.precision = latent, precision
@@ -243,13 +213,11 @@ class GaussianPosterior(TableCodec):
 
     @cached_property
     def cdf(self):
-        mu = _snap(self._mu, POST_MEAN_STEP, *POST_MEAN_RANGE)
-        slope = _GAUSS_SLOPE.take(_grid_index(self._log_sigma, POST_LOG_SIGMA_STEP, *POST_LOG_SIGMA_RANGE))
-        offset = mu * slope
-        offset -= NORMAL.radius * _U_SCALE
-        return Cdf(MIXTURE, slope=slope.reshape(-1, 1), offset=offset.reshape(-1, 1),
-                   weights=np.ones((self.n, 1), np.int64), edges=self.latent._finite_edges, table=NORMAL.packed,
-                   mult=(1 << self.precision) - self.alphabet, shift=ONE_BITS)
+        slope, offset = rans.compiled().gaussian(self._mu, self._log_sigma, _GAUSS_SLOPE,
+                                                 (POST_MEAN_STEP, *POST_MEAN_RANGE),
+                                                 (POST_LOG_SIGMA_STEP, *POST_LOG_SIGMA_RANGE), NORMAL.radius * _U_SCALE)
+        return Mixture(slope, offset, np.ones((self.n, 1), np.int64), self.latent._finite_edges, NORMAL.packed,
+                       _NO_GUESS, (1 << self.precision) - self.alphabet, ONE_BITS)
 
 
 @cache
@@ -263,21 +231,24 @@ def preload():
     threading.Thread(target=load, daemon=True).start()
 
 
-class Measured:
-    """A table codec whose push also adds the information content of its symbols, -log2 of their probabilities in
-    fixed point (as ``log2_probability``), to ``info[owner]`` (the data point of every symbol), from the intervals
-    it pushes."""
+class Intervals:
+    """Given intervals (start, freq) at ``precision`` bits, pushed as they are: a codec that has measured its
+    symbols already (push only)."""
 
-    def __init__(self, codec, info, owner):
-        self.codec, self.info, self.owner = codec, info, owner
+    def __init__(self, start, freq, precision):
+        self.start, self.freq, self.precision = start, freq, precision
 
     def push(self, msg, symbols):
-        start, freq = self.codec.start_freq(symbols)
-        rans.push_intervals(msg, start, freq, self.codec.precision)
-        np.add.at(self.info, self.owner, (self.codec.precision << LOG_FRAC) - log2_fixed(freq))
+        rans.push_intervals(msg, self.start, self.freq, self.precision)
 
     def pop(self, msg):
-        return self.codec.pop(msg)
+        raise TypeError("intervals measured by an encoder cannot be popped")
+
+
+def information(freq, precision):
+    """-log2(freq / 2^precision) of integer frequencies in fixed point (units of 2^-16): the same integers on every
+    machine (within 2^-12 of the true value)."""
+    return (precision << LOG_FRAC) - log2_fixed(freq)
 
 
 class Sequence:
@@ -293,10 +264,14 @@ class Sequence:
     def __init__(self, describe):
         self.describe = describe
 
-    def push(self, msg, data):
+    def steps(self, data):
+        """The (codec, symbols) pairs that encode ``data``, in decoding order."""
         steps = []
         _drive(self.describe(data), lambda codec, symbols: steps.append((codec, symbols)) or symbols)
-        for codec, symbols in reversed(steps):
+        return steps
+
+    def push(self, msg, data):
+        for codec, symbols in reversed(self.steps(data)):
             codec.push(msg, symbols)
 
     def pop(self, msg):
@@ -363,7 +338,7 @@ def log2_probability(codec, symbols, groups, owner=None):
     the same integers on every machine), (groups,). The symbols are ``groups`` equal runs, one per data point,
     unless ``owner`` gives the data point of every symbol."""
     _, freq = codec.start_freq(np.asarray(symbols, dtype=np.int64))
-    cost = log2_fixed(freq) - (codec.precision << LOG_FRAC)
+    cost = -information(freq, codec.precision)
     if owner is None:
         return cost.reshape(groups, -1).sum(1)
     out = np.zeros(groups, np.int64)

@@ -10,39 +10,17 @@ Below the bottom of the tail of a fresh encoding message lies a virtual, infinit
 bytes is strict: popping past its tail raises ``CorruptMessage``.
 """
 
-from typing import NamedTuple
-
 import numpy as np
 
-from .limits import MAX_PRECISION
+from .limits import MAX_PRECISION, VIRTUAL_WORD
 
 HEAD0 = 0xDA5A5A5A  # initial head of every lane, in [2^31, 2^32)
-VIRTUAL_WORD = 0x5A5A5A5A
-HEAD_MIN = 1 << 31
-ROWS, DIVIDED, MIXTURE = 0, 1, 2  # the forms of a Cdf
 _LEN_BITS = 5  # per-lane bit-length code in the serialized head: bit_length - 32, in 0..31
 
 
-class Cdf(NamedTuple):
-    """A distribution for the compiled core: C(e) at the edges of every symbol i in one of three forms (see
-    ``kernels``): ROWS (a table), DIVIDED (uniform) or MIXTURE; unused fields keep their placeholders."""
-    kind: int
-    rows: np.ndarray = np.zeros((1, 2), np.int64)         # (1 or n, alphabet + 1) int64
-    count: int = 1
-    slope: np.ndarray = np.zeros((1, 1))                  # (n, K) float64
-    offset: np.ndarray = np.zeros((1, 1))                 # (n, K) float64
-    weights: np.ndarray = np.zeros((1, 1), np.int64)      # (n, K) int64
-    edges: np.ndarray = np.zeros(1)                       # (alphabet + 1,) float64
-    table: np.ndarray = np.zeros(1, np.int64)             # packed IntCdf table
-    quantiles: np.ndarray = np.zeros(1)                   # IntCdf.quantiles for MIXTUREs over levels (pop's guess)
-    mult: int = 0
-    shift: int = 0
-
-
 def compiled():
-    """The compiled loops (``codec/kernels.py``), imported on first use: importing numba takes 0.2 s and loading
-    the first kernel 0.2 s more, which files without model-coded images never need (``codecs.preload`` loads
-    them ahead)."""
+    """The compiled loops (``kernels``), imported on first use: importing numba takes 0.2 s and loading the first
+    kernel 0.2 s more, which files without model-coded images never need (``codecs.preload`` loads them ahead)."""
     global _kernels
     if _kernels is None:
         from . import kernels as _kernels
@@ -202,11 +180,11 @@ def push_intervals(msg, start, freq, precision):
 
 
 def pop(msg, n, cdf, precision, alphabet):
-    """Pop ``n`` symbols of the distribution ``cdf`` (a ``Cdf`` over ``alphabet`` symbols at ``precision`` bits)
-    and return them."""
+    """Pop ``n`` symbols of the distribution ``cdf`` (one of ``cdfs``' forms over ``alphabet`` symbols at
+    ``precision`` bits) and return them."""
     _check_precision(precision)
     out = np.empty(n, np.int64)
-    length = compiled().pop(msg.head.view(np.int64), msg._tail, msg._len, msg.strict, out, precision, alphabet, *cdf)
+    length = compiled().pop(msg.head.view(np.int64), msg._tail, msg._len, msg.strict, out, precision, alphabet, cdf)
     if length < 0:
         raise CorruptMessage("message exhausted: a pop needs more tail words than are left")
     msg._len = length

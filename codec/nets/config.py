@@ -1,13 +1,14 @@
 """The model's architecture and the fixed grids of its inputs and outputs, without torch.
 
-Both network runtimes (``model``, torch, for training and the GPU; ``npnet``, NumPy, for coding on the CPU) read
-the stage layout from here: which pixels each of the ``num_stages`` stages codes and what it is conditioned on.
+Everything that builds or runs the networks reads the architecture from ``Config`` alone: which integer networks
+there are and their sizes (``networks``), and which pixels each of the ``num_stages`` stages codes and what it is
+conditioned on.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .tables import stored, tanh_table
+from ..entropy.tables import stored, tanh_table
 
 ACT_MAX = 1023              # activations that feed a convolution: 0..1023 (after ReLU) or -1023..1023
 STREAM_MAX = 1 << 20        # a residual stream is clamped here (headroom for growth through the blocks)
@@ -30,6 +31,8 @@ class Config:
     stage_width: int = 48   # channels of each stage network
     stage_blocks: int = 1   # residual blocks per stage network
     mixtures: int = 5       # logistic mixture components per subpixel
+    encoder_blocks: int = 2     # residual blocks of the encoder
+    z_blocks: int = 1           # residual blocks of the z-feature network
 
     @property
     def stride(self) -> int:
@@ -48,6 +51,21 @@ class Config:
     @property
     def params_per_pixel(self) -> int:
         return self.mixtures * (3 * self.channels + self.coefficients)
+
+    # ---- the networks ------------------------------------------------------------------------------------------
+    @property
+    def networks(self) -> dict[str, tuple[int, int, int, int]]:
+        """Every integer network, by its name in a model file: (input channels, width, output channels, residual
+        blocks). Besides them, ``levels - 1`` upsampling convolutions (``ups.i``) carry z's features from one
+        level's resolution to the next."""
+        s = self.stride
+        nets = {"encoder": (self.channels * s * s, self.width, 2 * self.latent, self.encoder_blocks),
+                "z_net": (self.latent, self.width, self.stage_width, self.z_blocks)}
+        for i in range(1 + len(PHASES) * self.levels):
+            context = 0 if i == 0 else self.channels * (1 + (i - 1) % len(PHASES))   # anchor grid, earlier phases
+            nets[f"stages.{i}"] = (self.stage_width + context, self.stage_width, self.params_per_pixel,
+                                   self.stage_blocks)
+        return nets
 
     # ---- the stages: which pixels each codes, what it sees, which network runs it ------------------------------
     @property

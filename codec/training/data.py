@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 PHOTO_HOLDOUT = 8   # photos-train images (sorted by name, every 25th) kept out of training for validation
 
 

@@ -1,9 +1,9 @@
 """Shipped and user model weights: safetensors files whose metadata holds the model configuration.
 
 A model file holds the integer networks only: int16 weights, int32 biases, int8 shifts and the float32 scales
-(which training needs to continue from the file; coding never uses them). Coding loads them as a NumPy
-``npnet.Network`` (CPU) without importing torch, except for large jobs (``load_network``); training, bounds and the
-GPU load the torch ``model.VAE``."""
+(which training needs to continue from the file; coding never uses them). Coding runs them as a
+``network.Network`` over NumPy (CPU) without importing torch, except for large jobs, or over torch
+(``load_network``); training and bounds load the torch ``vae.VAE``."""
 from __future__ import annotations
 
 import hashlib
@@ -23,6 +23,7 @@ ASSETS = Path(str(files("vaezip.assets")))     # shipped weights, MODELS.md and 
 
 TORCH_SUBPIXELS = 1 << 21      # jobs of this many model-coded subpixels run the networks in torch (see load_network)
 TORCH_LOADED_SUBPIXELS = 1 << 16   # the same when torch is imported already
+BACKENDS = ("numpy", "torch", "unfold")   # unfold: torch with every convolution as im2col + matmul, as on a GPU
 
 
 class ModelError(ValueError):
@@ -35,12 +36,11 @@ def save_model(model, path: Path, info: dict | None = None) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from .intnet import set_mode
-    from .model import config_dict
+    from .vae import config_dict
     int_types = {"w_int": torch.int16, "b_int": torch.int32, "shift": torch.int8}
     mode = model.mode
     model.freeze()
-    set_mode(model, mode)
+    model.mode = mode
     meta = {"config": json.dumps(config_dict(model.config)), "info": json.dumps(info or {})}
     tensors = {}
     for key, value in model.state_dict().items():
@@ -104,18 +104,24 @@ def load_model(name_or_path: str, device: str = "cpu"):
     return _load(path.resolve(), stat.st_mtime_ns, stat.st_size, device)
 
 
-def load_network(name_or_path: str, device: str = "cpu", subpixels: int = 0):
-    """(the networks the coder runs, model name, weights hash), loaded once per process and file version.
+def load_network(name_or_path: str, device: str = "cpu", subpixels: int = 0, backend: str | None = None):
+    """(the ``network.Network`` the coder runs, model name, weights hash), loaded once per process and file
+    version; ``backend`` one of BACKENDS, or None to choose by the job.
 
-    On the CPU, NumPy (``npnet``: no torch to import, which takes longer than coding a small image) unless the job
+    By default, on the CPU, NumPy (no torch to import, which takes longer than coding a small image) unless the job
     codes ``subpixels`` >= TORCH_SUBPIXELS, where torch's faster convolutions repay its import, or, once torch is
     imported, >= TORCH_LOADED_SUBPIXELS (about 128 x 128 pixels: below, NumPy's smaller overhead per call wins);
-    elsewhere the torch model on ``device``. Both give the same bits."""
+    elsewhere torch on ``device``. Every backend gives the same bits."""
     path = resolve(name_or_path)
     stat = path.stat()
-    least = TORCH_LOADED_SUBPIXELS if "torch" in sys.modules else TORCH_SUBPIXELS
-    runtime = "numpy" if device == "cpu" and subpixels < least else "torch"
-    return _load_network(path.resolve(), stat.st_mtime_ns, stat.st_size, runtime, device)
+    if backend is None:
+        least = TORCH_LOADED_SUBPIXELS if "torch" in sys.modules else TORCH_SUBPIXELS
+        backend = "numpy" if device == "cpu" and subpixels < least else "torch"
+    elif backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
+    if backend == "numpy" and device != "cpu":
+        raise ValueError(f"the NumPy backend runs on the CPU, not on {device}")
+    return _load_network(path.resolve(), stat.st_mtime_ns, stat.st_size, backend, device)
 
 
 @lru_cache(maxsize=8)
@@ -124,15 +130,17 @@ def _load(path: Path, mtime: int, size: int, device: str):
 
 
 @lru_cache(maxsize=8)
-def _load_network(path: Path, mtime: int, size: int, runtime: str, device: str):
-    if runtime == "torch":
-        from .model import TorchNetwork
-        return TorchNetwork(_load(path, mtime, size, device)[0]), path.stem, _file_hash(path, mtime, size)
+def _load_network(path: Path, mtime: int, size: int, backend: str, device: str):
+    if backend != "numpy":
+        network = _load(path, mtime, size, device)[0].network(numpy_io=True, unfold=backend == "unfold")
+        return network, path.stem, _file_hash(path, mtime, size)
     from safetensors.numpy import load_file
 
-    from .npnet import Network
+    from .network import Network
+    from .numpy_ops import NumpyOps, parameters
     try:
-        network = Network(read_config(path), load_file(str(path)))
+        config = read_config(path)
+        network = Network(config, parameters(config, load_file(str(path))), NumpyOps())
     except KeyError:
         raise ModelError(f"cannot load model {path.stem!r}: not an integer model (weights of an older vaezip?)") \
             from None
@@ -153,8 +161,7 @@ def read_model(path: Path):
     """A new torch ``model.VAE`` (frozen, eval mode) from a weights file."""
     from safetensors.torch import load_file
 
-    from .intnet import set_mode
-    from .model import VAE
+    from .vae import VAE
     try:
         model = VAE(read_config(path))
         tensors = {k: v.float() for k, v in load_file(str(path)).items()}
@@ -164,7 +171,7 @@ def read_model(path: Path):
         model.thaw()
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
         raise ModelError(f"cannot load model {path.stem!r}: {e}") from None
-    set_mode(model, "frozen")
+    model.mode = "frozen"
     return model.eval()
 
 
@@ -177,14 +184,14 @@ def _metadata(path: Path) -> dict:
 
 def require_channels(config: Config, name: str, pictures) -> None:
     """Refuse colour pictures (palette images with their colours) for a grayscale model."""
-    from .layers import COLOURS, coding_of
+    from ..format.planes import COLOURS, coding_of
     if config.channels == 1 and any(p.color.shape[0] != 1 or coding_of(p) == COLOURS for p in pictures):
         raise ModelError(f"model {name!r} is grayscale and cannot code colour images")
 
 
 def reference_planes(files: list[str]) -> list:
     """Colour planes of the small reference images in ``assets/reference`` that shipped models record -ELBOs on."""
-    from .image import read_image
+    from ..format.image import read_image
     return [read_image((ASSETS / "reference" / f).read_bytes()).color for f in files]
 
 

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .container import CodingParams
-from .model import VAE
-from .tiles import gather, mask, plan_batches, plan_tiles
+from ..coding.offsets import OFFSET_NATS, SCALE_OFFSETS, choose_offsets
+from ..coding.tiles import gather, mask, plan_batches, plan_tiles
+from ..entropy.grids import LOG_SCALE_RANGE
+from ..format.container import CodingParams
+from ..nets.mixture import Mixture
+from ..nets.vae import VAE
 
 
 @dataclass
@@ -26,7 +29,7 @@ def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = C
     """-ELBO (mean of k single-sample estimates) and -log (1/k) sum_i q(x|z_i) q(z_i) / p(z_i|x) per image.
 
     ``planes`` are (C, H, W) uint8 colour planes; images are cut into the same tiles as the codec uses.
-    ``calibrate``: q(x|z) with the codec's per-tile scale offsets, their coding cost included.
+    ``calibrate``: q(x|z) with the coder's per-tile scale offsets, their coding cost included.
     """
     gen = torch.Generator().manual_seed(seed)
     channels = model.config.channels
@@ -40,14 +43,26 @@ def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = C
         mt = torch.from_numpy(mask(group)).to(device)
         with torch.no_grad():
             posterior = model.posterior(xt)
-            log_w = torch.cat([model.log_weights(xt, 1, mask=mt, channels=coded, calibrate=calibrate, generator=gen,
-                                                 posterior=posterior) for _ in range(k)]).double().cpu()  # (k, B) nats
+            log_w = torch.cat([model.log_weights(xt, 1, mask=mt, channels=coded, offsets=with_offsets if calibrate
+                                                 else None, generator=gen, posterior=posterior)
+                               for _ in range(k)]).double().cpu()  # (k, B) nats
         tile_elbo = -log_w.mean(0).numpy() / math.log(2)
         tile_iwae = -(torch.logsumexp(log_w, 0) - math.log(k)).numpy() / math.log(2)
         for j, t in enumerate(group):
             elbo[t.image] += tile_elbo[j]
             iwae[t.image] += tile_iwae[j]
     return Bound(elbo, iwae, np.array([p.size for p in planes]))
+
+
+def with_offsets(x: torch.Tensor, mix: Mixture, mask: torch.Tensor | None) -> tuple[Mixture, torch.Tensor]:
+    """A stage's mixture with the coder's scale offsets (``offsets.choose_offsets``), and their cost in nats
+    (B, C)."""
+    arrays = mix.map(lambda v: v.detach().cpu().double().numpy())
+    picks = torch.from_numpy(choose_offsets(x.detach().cpu().numpy(), arrays,
+                                            None if mask is None else mask.cpu().numpy()))
+    offsets = torch.from_numpy(SCALE_OFFSETS).to(mix.log_scales)[picks.to(mix.log_scales.device)]
+    shifted = (mix.log_scales + offsets[:, None, :, None, None]).clamp(*LOG_SCALE_RANGE)
+    return mix.with_log_scales(shifted), torch.from_numpy(OFFSET_NATS)[picks]
 
 
 def summary(values_bits: np.ndarray, subpixels: np.ndarray) -> tuple[float, float]:

@@ -46,7 +46,7 @@ _STORED = dict(np.load(STORE)) if STORE.exists() else {}
 
 
 def stored(name, build):
-    """The table ``name`` as written to tables.npz by ``python -m vaezip.tables`` (building the tables takes a
+    """The table ``name`` as written to tables.npz by ``python -m vaezip.entropy.tables`` (building the tables takes a
     large part of a second; tests check that every stored table equals a fresh ``build()``), else ``build()``."""
     BUILDERS[name] = build
     return _STORED[name] if name in _STORED else build()
@@ -212,5 +212,6 @@ _STORED_BUCKETS = stored("normal_buckets", lambda: _normal_buckets(STORED_LATENT
 
 
 if __name__ == "__main__":
-    from vaezip import codecs, config, tables  # noqa: F401  (their tables register themselves)
+    from vaezip.entropy import codecs, tables  # noqa: F401  (their tables register themselves)
+    from vaezip.nets import config  # noqa: F401
     np.savez(tables.STORE, **{name: build() for name, build in tables.BUILDERS.items()})

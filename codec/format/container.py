@@ -9,9 +9,9 @@ import struct
 import zlib
 from dataclasses import astuple, dataclass, field, fields
 
-from .limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN, MAX_PRECISION
+from ..entropy.limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN, MAX_PRECISION
 from .image import MAX_PIXELS, MODES, Mode
-from .layers import BYTES, CODINGS, COLOURS, PLANES, STREAMS, shapes
+from .planes import BYTES, CODINGS, COLOURS, PLANES, STREAMS, shapes
 
 MAGIC = b"VAEZ"
 VERSION = 4
@@ -62,7 +62,7 @@ class ImageRecord:
     icc: bytes = b""
     palette: bytes = b""            # mode P: RGB triples
     metadata: list[tuple[str, bytes]] = field(default_factory=list)     # image.metadata_of
-    coding: int = PLANES            # a key of layers.CODINGS
+    coding: int = PLANES            # a key of planes.CODINGS
     alphas: list[list[tuple[int, int]]] = field(default_factory=list)   # per layer, (value, count) of its alpha
     size: int = 0                   # JPEG_XL and PNG: bytes of the stream
 

@@ -1,7 +1,7 @@
 """Training loop: Adam on the negative ELBO (or, with ``samples`` M > 1, the IWAE bound with M importance samples)
 in bits per dimension, with checkpoints that resume exactly.
 
-The networks are integer networks (``codec.intnet``). A model trained from scratch runs as a float network for the
+The networks are integer networks (``nets.modules``). A model trained from scratch runs as a float network for the
 first QUANT_FROM of its steps, then its scales are calibrated and it trains quantization-aware (straight-through
 rounding) to the end; a model started from weights (``--init``) trains quantization-aware throughout."""
 from __future__ import annotations
@@ -18,9 +18,9 @@ from torch import nn
 from tqdm import tqdm
 
 from . import data
-from .intnet import set_mode
-from .model import VAE, Config, count_parameters, kl_to_prior
-from .weights import ModelError, model_info, read_model, resolve, save_model
+from ..nets.config import Config
+from ..nets.vae import VAE, count_parameters, kl_to_prior, set_mode
+from ..nets.weights import ModelError, model_info, read_model, resolve, save_model
 
 KL_WARMUP = 0.1   # from scratch, the KL weight ramps from 0 to 1 over this fraction of the steps (posterior collapse)
 QUANT_FROM = 0.5  # from scratch, the network is quantized after this fraction of the steps

@@ -1,0 +1,1 @@
+"""Training the model, its rate bounds on real images, and the datasets it learns from."""
