@@ -18,7 +18,7 @@ import time
 import constriction
 import numpy as np
 
-from vaezip import codecs, rans
+from vaezip.entropy import codecs, rans
 
 
 def logistic_case(rng, n):

@@ -29,15 +29,15 @@ import PIL
 import torch
 
 from baselines import Baseline, baselines
-from vaezip.bound import image_bounds, summary
-from vaezip.compressor import EFFORTS, compress, decompress
-from vaezip.container import CodingParams, unpack
-from vaezip.data import kodak_paths, load_cifar10, load_mnist
-from vaezip.image import Picture, read_image
-from vaezip.layers import BYTES
-from vaezip.memo import forget
-from vaezip.rans import Message
-from vaezip.weights import load_model
+from vaezip.training.bound import image_bounds, summary
+import vaezip
+from vaezip.format.container import CodingParams, unpack
+from vaezip.training.data import kodak_paths, load_cifar10, load_mnist
+from vaezip.format.image import Picture, read_image
+from vaezip.format.planes import BYTES
+from vaezip.entropy.rans import Message
+from vaezip.nets.weights import load_model
+from vaezip.options import EFFORTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = {   # title, default model, default image counts (None: all) for one-at-a-time, IWAE and timing
@@ -73,21 +73,17 @@ def load(dataset: str, root: Path | None) -> tuple[str, list[np.ndarray]]:
     return "RGB", [read_image(p.read_bytes(), p.name).color for p in kodak_paths(root)]
 
 
-def vaezip(mode: str, model: str, archive: bool, particles: int = 1, effort: str = "default") -> Method:
+def method_of_vaezip(mode: str, model: str, archive: bool, particles: int = 1, effort: str = "default") -> Method:
     """vaezip with default coding parameters (``particles`` importance samples per tile) at ``effort``: one archive
     of all images or one file each."""
-    params = CodingParams(particles=particles)
     level = "" if effort == "default" else f", effort {effort}"
+    code = lambda images: vaezip.compress(images, model, particles=particles, effort=effort)
+    decode = lambda data: [p.color for p in vaezip.decompress(data, pictures=True, model=model)]
     if archive:
-        return Method("vaezip archive",
-                      lambda xs: [compress([Picture(mode, x) for x in xs], [""] * len(xs), model, params, True,
-                                           effort=effort)],
-                      lambda fs: [p.color for p in decompress(*unpack(fs[0]), model_override=model)],
+        return Method("vaezip archive", lambda xs: [code([Picture(mode, x) for x in xs])], lambda fs: decode(fs[0]),
                       f"one .vz file for all images (no names stored), bits back chained across them{level}")
-    return Method("vaezip one at a time",
-                  lambda xs: [compress([Picture(mode, x)], [""], model, params, effort=effort) for x in xs],
-                  lambda fs: [decompress(*unpack(f), model_override=model)[0].color for f in fs],
-                  f"one .vz file per image{level}")
+    return Method("vaezip one at a time", lambda xs: [code(Picture(mode, x)) for x in xs],
+                  lambda fs: [decode(f)[0] for f in fs], f"one .vz file per image{level}")
 
 
 def per_image(b: Baseline) -> Method:
@@ -104,8 +100,7 @@ def same_pixels(decoded: np.ndarray, original: np.ndarray) -> bool:
 
 
 def _timed(fn: Callable, arg):
-    """(fn(arg), its seconds), from scratch: nothing remembered from an earlier run (JPEG XL streams, estimates)."""
-    forget()
+    """(fn(arg), its seconds)."""
     start = time.perf_counter()
     out = fn(arg)
     return out, time.perf_counter() - start
@@ -189,9 +184,9 @@ def run(dataset: str, limit: int | None = None, single_limit: int | None = None,
 
         params = CodingParams()
         elbo = image_bounds(vae, images, 1, params.tile, params.batch)
-        coded_elbo = image_bounds(vae, images, 1, params.tile, params.batch, calibrate=True)
+        coded_elbo = image_bounds(vae, images, 1, params.tile, params.batch, offsets=True)
         coded_bound = (coded_elbo.elbo_bits if particles == 1 else
-                       image_bounds(vae, images, particles, params.tile, params.batch, calibrate=True).iwae_bits)
+                       image_bounds(vae, images, particles, params.tile, params.batch, offsets=True).iwae_bits)
         subset = image_bounds(vae, images[:iwae_n], iwae_k, params.tile, params.batch)
         bounds = dict(elbo=summary(elbo.elbo_bits, elbo.subpixels),
                       calibrated=summary(coded_elbo.elbo_bits, coded_elbo.subpixels),
@@ -202,8 +197,8 @@ def run(dataset: str, limit: int | None = None, single_limit: int | None = None,
             f"{bounds['subset_iwae'][0]:.4f} ± {bounds['subset_iwae'][1]:.4f}")
 
         rows, costs = [], {}
-        for method, coded in [(vaezip(mode, model, True, particles, effort), images),
-                              (vaezip(mode, model, False, particles, effort), images[:single]),
+        for method, coded in [(method_of_vaezip(mode, model, True, particles, effort), images),
+                              (method_of_vaezip(mode, model, False, particles, effort), images[:single]),
                               *((per_image(b), images) for b in baselines(threads))]:
             row, files = measure(method, coded, min(timing, len(coded)), runs)
             rows.append(row)

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 import vaezip
-from vaezip.container import unpack
-from vaezip.layers import CODINGS
+from vaezip.format.container import unpack
+from vaezip.format.planes import CODINGS
 
 from graphics import images
 

@@ -1,5 +1,6 @@
-"""A reproducible set of non-photographic images: text, UI layouts, charts, diagrams, pixel art, gradients, a logo
-with alpha, a palette screenshot, a sparse-histogram photo and noise.
+"""A reproducible set of non-photographic images: text, UI layouts, screenshots (file icons, a terminal, a
+spreadsheet, a dialog with its shadow on transparency), charts, diagrams, pixel art, gradients, a logo with alpha, a
+palette screenshot, a sparse-histogram photo and noise.
 
     python bench/graphics.py OUT_DIR [--seed 0] [--data ../shared/data]
 
@@ -162,10 +163,85 @@ def palette_screenshot(rng) -> Image.Image:
 
 def sparse_histogram(data: Path | None) -> Image.Image:
     """A grayscale Kodak photo, contrast-stretched so that only some of the 256 levels occur."""
-    from vaezip.data import kodak_paths
+    from vaezip.training.data import kodak_paths
     gray = np.asarray(Image.open(kodak_paths(data)[22]).convert("L")).astype(np.float64)
     lo, hi = np.percentile(gray, [2, 98])
     return Image.fromarray(np.clip((gray - lo) / (hi - lo) * 255, 0, 255).round().astype(np.uint8), "L")
+
+
+def icons(rng) -> Image.Image:
+    """A file manager's icon view: antialiased document and folder icons with coloured badges and labels."""
+    im = Image.new("RGB", (292 * 2, 178 * 2), (250, 250, 252))
+    d = ImageDraw.Draw(im)
+    small = font("DejaVuSans.ttf", 18)
+    for row in range(2):
+        for col in range(5):
+            x, y = 18 + col * 114, 14 + row * 172
+            if rng.random() < 0.4:
+                d.rounded_rectangle((x + 8, y + 18, x + 92, y + 96), 8, fill=(245, 194, 66), outline=(200, 150, 30),
+                                    width=2)
+                d.rectangle((x + 8, y + 10, x + 44, y + 24), fill=(245, 194, 66))
+            else:
+                d.polygon([(x + 18, y + 6), (x + 66, y + 6), (x + 86, y + 26), (x + 86, y + 102), (x + 18, y + 102)],
+                          fill=(255, 255, 255), outline=(150, 150, 160))
+                d.polygon([(x + 66, y + 6), (x + 66, y + 26), (x + 86, y + 26)], fill=(220, 220, 228))
+                badge = tuple(int(v) for v in rng.integers(30, 220, 3))
+                d.rounded_rectangle((x + 26, y + 60, x + 78, y + 84), 4, fill=badge)
+                d.text((x + 31, y + 62), str(rng.choice(["PDF", "PNG", "TXT", "ZIP", "DOC"])), font=small,
+                       fill=(255, 255, 255))
+            d.text((x + 4, y + 112), str(rng.choice(WORDS))[:9] + ".vz", font=small, fill=(30, 30, 30))
+    return im.resize((292, 178), Image.Resampling.LANCZOS)
+
+
+def dialog(rng) -> Image.Image:
+    """A dialog window with rounded corners and a soft drop shadow on a transparent background (RGBA)."""
+    im = Image.new("RGBA", (520, 340), (0, 0, 0, 0))
+    shadow = Image.new("L", im.size, 0)
+    ImageDraw.Draw(shadow).rounded_rectangle((26, 30, 494, 314), 14, fill=120)
+    im.putalpha(shadow.filter(ImageFilter.GaussianBlur(9)))
+    d = ImageDraw.Draw(im)
+    d.rounded_rectangle((20, 20, 490, 300), 12, fill=(246, 246, 246, 255), outline=(190, 190, 190, 255))
+    d.text((44, 40), "Replace " + sentence(rng, 2) + "?", font=font("DejaVuSans-Bold.ttf", 17), fill=(20, 20, 20))
+    f = font("DejaVuSans.ttf", 14)
+    for i in range(4):
+        d.text((44, 86 + 24 * i), sentence(rng, 6), font=f, fill=(70, 70, 70))
+    for i, label in enumerate(["Cancel", "Replace"]):
+        x = 290 + 100 * i
+        d.rounded_rectangle((x, 246, x + 90, 278), 7, fill=(52, 120, 246, 255) if i else (255, 255, 255, 255),
+                            outline=(160, 160, 160, 255))
+        d.text((x + 14, 253), label, font=f, fill=(255, 255, 255) if i else (0, 0, 0))
+    return im
+
+
+def terminal(rng) -> Image.Image:
+    """A terminal: coloured monospace text on a dark background."""
+    im = Image.new("RGB", (720, 400), (30, 31, 41))
+    d = ImageDraw.Draw(im)
+    f = font("DejaVuSansMono.ttf", 14)
+    colours = [(248, 248, 242), (80, 250, 123), (139, 233, 253), (255, 121, 198), (241, 250, 140)]
+    for y in range(8, 390, 18):
+        x = 8
+        for word in rng.choice(WORDS, int(rng.integers(2, 9))):
+            d.text((x, y), str(word), font=f, fill=colours[int(rng.integers(len(colours)))])
+            x += 9 * (len(word) + 1)
+    return im
+
+
+def spreadsheet(rng) -> Image.Image:
+    """A spreadsheet: grid lines, a header row, right-aligned numbers and one highlighted column."""
+    im = Image.new("RGB", (640, 420), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    f = font("DejaVuSans.ttf", 12)
+    d.rectangle((0, 0, 639, 22), fill=(232, 234, 237))
+    d.rectangle((200, 22, 290, 419), fill=(232, 240, 254))
+    for x in range(0, 640, 90):
+        d.line((x, 0, x, 419), fill=(218, 220, 224))
+    for row, y in enumerate(range(0, 420, 22)):
+        d.line((0, y, 639, y), fill=(218, 220, 224))
+        for x in range(0, 630, 90):
+            text = str(rng.choice(WORDS)) if row == 0 else f"{rng.normal(1000, 400):,.2f}"
+            d.text((x + 84 - 7 * len(text), y + 4), text, font=f, fill=(32, 33, 36))
+    return im
 
 
 def noise(rng) -> Image.Image:
@@ -187,6 +263,10 @@ def images(seed: int = 0, data: Path | None = None) -> dict[str, Image.Image]:
         "gradients.png": gradients(rng),
         "logo-rgba.png": logo(rng),
         "palette-ui.png": palette_screenshot(rng),
+        "icons.png": icons(rng),
+        "dialog-rgba.png": dialog(rng),
+        "terminal.png": terminal(rng),
+        "spreadsheet.png": spreadsheet(rng),
         "noise.png": noise(rng),
     }
     try:

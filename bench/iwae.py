@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaezip.bound import image_bounds, summary
-from vaezip.compressor import decompress, encode
-from vaezip.container import CodingParams, unpack
-from vaezip.data import load_cifar10, load_mnist
-from vaezip.image import Picture
-from vaezip.model import kl_to_prior
-from vaezip.weights import load_model, model_info, resolve
+from vaezip.training.bound import image_bounds, summary
+import vaezip
+from vaezip.training.data import load_cifar10, load_mnist
+from vaezip.format.image import Picture
+from vaezip.nets.vae import kl_to_prior
+from vaezip.nets.weights import load_model, model_info, resolve
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COUNTS = (1, 2, 4, 8, 16, 64)
@@ -42,15 +41,13 @@ def measure(dataset: str, model_name: str, images: np.ndarray, counts=COUNTS, lo
     model = load_model(model_name)[0]
     mode = "L" if images.shape[1] == 1 else "RGB"
     pictures = [Picture(mode, x) for x in images]
-    params = CodingParams()
     rows = []
     for n in counts:
-        b = image_bounds(model, list(images), k=n, seed=n, calibrate=True)
+        b = image_bounds(model, list(images), k=n, seed=n, offsets=True)
         t0 = time.perf_counter()
-        data = encode(pictures, [""] * len(pictures), [0] * len(pictures), model_name, CodingParams(particles=n),
-                      archive=True)[0]
+        data = vaezip.compress(pictures, model_name, particles=n, classical=False)
         t1 = time.perf_counter()
-        back = decompress(*unpack(data), model_override=model_name)
+        back = vaezip.decompress(data, pictures=True, model=model_name)
         t2 = time.perf_counter()
         exact = all(a.pixel_bytes() == b.pixel_bytes() for a, b in zip(pictures, back))
         bound = summary(b.iwae_bits, b.subpixels)[0]

@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaezip import data
-from vaezip.bound import image_bounds, summary
-from vaezip.image import read_image
-from vaezip.container import CodingParams
-from vaezip.model import VAE, Config, count_parameters
-from vaezip.train import PRESETS, grow
-from vaezip.weights import ASSETS, load_model, model_info, read_model, reference_planes, save_model
+from vaezip.training import data
+from vaezip.training.bound import image_bounds, summary
+from vaezip.format.image import read_image
+from vaezip.format.container import CodingParams
+from vaezip.nets.config import Config
+from vaezip.nets.vae import VAE, count_parameters
+from vaezip.training.train import PRESETS, grow
+from vaezip.nets.weights import ASSETS, load_model, model_info, read_model, save_model
+from vaezip.training.data import reference_planes
 
 TEST_SETS = {"mnist": "MNIST test", "cifar10": "CIFAR-10 test", "photo": "Kodak (24 images)"}
 REFERENCES = {"mnist": ["mnist-test-0.png", "mnist-test-1.png"],
@@ -40,7 +42,7 @@ def test_planes(name: str, root: Path | None) -> list[np.ndarray]:
 
 def measure(model, planes: list[np.ndarray], k: int, n: int, calibrated: bool = False) -> dict:
     t0 = time.time()
-    b = image_bounds(model, planes[:n], k=k, tile=TILE, seed=k, calibrate=calibrated)
+    b = image_bounds(model, planes[:n], k=k, tile=TILE, seed=k, offsets=calibrated)
     elbo, elbo_se = summary(b.elbo_bits, b.subpixels)
     iwae, iwae_se = summary(b.iwae_bits, b.subpixels)
     return {"k": k, "calibrated": calibrated, "images": len(planes[:n]), "elbo": round(elbo, 4),

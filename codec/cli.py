@@ -174,6 +174,7 @@ def compress(inputs, output, model, force, device, batch_size, particles, tile, 
     from .format.container import unpack
     from .format.image import is_lossy, read_image
 
+    device = select_device(device)
     items = expand_inputs(inputs)
     archive = len(items) > 1 or any(i != "-" and Path(i).is_dir() for i in inputs)
     if archive and output is None:
@@ -192,10 +193,10 @@ def compress(inputs, output, model, force, device, batch_size, particles, tile, 
     names = [n for _, n in items]
     with progress_bar(sum(p.size[0] * p.size[1] for p in pictures), quiet, "compress") as bar:
         data = encode(pictures if archive else pictures[0], model, names=names, tile=tile, batch=batch_size,
-                      particles=particles, classical=classical, effort=effort, device=select_device(device),
+                      particles=particles, classical=classical, effort=effort, device=device,
                       strip=strip, progress=bar)
     if verify:
-        back = decode(data, pictures=True, model=model, device=select_device(device))
+        back = decode(data, pictures=True, model=model, device=device)
         if any(a.mode != b.mode or a.pixel_bytes() != b.pixel_bytes() for a, b in zip(pictures, back)):
             raise Failure("verification failed: the decoded pixels differ; nothing was written")
     write_all([(output, data)])
@@ -233,6 +234,7 @@ def decompress(input, output, force, model, device, quiet):
     from .format.container import unpack
     from .format.image import write_png
 
+    device = select_device(device)
     data = read_input(input)
     header, _ = unpack(data)
     if header.archive:
@@ -246,7 +248,7 @@ def decompress(input, output, force, model, device, quiet):
     refuse_existing(targets, force)
     t0 = time.perf_counter()
     with progress_bar(sum(r.height * r.width for r in header.images), quiet, "decompress") as bar:
-        pictures = decode(data, pictures=True, model=model, device=select_device(device), progress=bar)
+        pictures = decode(data, pictures=True, model=model, device=device, progress=bar)
     if header.archive:
         folder.mkdir(parents=True, exist_ok=True)
     write_all([(t, write_png(p)) for t, p in zip(targets, pictures)])
@@ -291,9 +293,10 @@ def info(input):
               help="Importance samples for the IWAE estimate; repeat for several (-k 1 -k 4 -k 16).")
 @click.option("--tile", type=click.IntRange(8, 4096), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--calibrated", is_flag=True, help="With the coder's per-tile scale offsets, their cost included.")
+@click.option("--as-coded", is_flag=True,
+              help="With the coder's per-tile scale offsets, their cost included: what a file pays.")
 @friendly
-def bound(images, model, samples, tile, seed, calibrated):
+def bound(images, model, samples, tile, seed, as_coded):
     """Negative ELBO and IWAE estimate in bits per subpixel, mean and standard error over IMAGES."""
     from .format.image import read_image
     from .format.planes import coding_of, split
@@ -306,10 +309,10 @@ def bound(images, model, samples, tile, seed, calibrated):
     require_channels(vae.config, name, pics)
     planes = [color for p in pics for color, _ in split(p, coding_of(p))]
     for k in samples:
-        b = image_bounds(vae, planes, k, tile, seed=seed, calibrate=calibrated)
+        b = image_bounds(vae, planes, k, tile, seed=seed, offsets=as_coded)
         e, e_se = summary(b.elbo_bits, b.subpixels)
         i, i_se = summary(b.iwae_bits, b.subpixels)
-        click.echo(f"{len(planes)} image layer(s), model {name}{', calibrated' if calibrated else ''}: -ELBO "
+        click.echo(f"{len(planes)} image layer(s), model {name}{', as coded' if as_coded else ''}: -ELBO "
                    f"{e:.4f} ± {e_se:.4f}, IWAE (k={k}) {i:.4f} ± {i_se:.4f} bits/subpixel (colour planes)")
 
 

@@ -8,8 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vaezip.model import VAE, Config
-from vaezip.weights import save_model
+from vaezip import pipeline, policy
+from vaezip.format.container import CodingParams
+from vaezip.nets.config import Config
+from vaezip.nets.vae import VAE
+from vaezip.nets.weights import save_model
+from vaezip.options import Options
 
 TINY = dict(levels=2, latent=4, width=16, stage_width=16, mixtures=2)
 
@@ -40,6 +44,20 @@ def tiny_rgb(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_gray(tmp_path_factory) -> str:
     return _tiny_model(tmp_path_factory, "tiny_gray", 1, coarse_levels=0)
+
+
+def compress(pictures: list, model: str, params: CodingParams = CodingParams(), archive: bool = False,
+             **options) -> bytes:
+    """``pipeline.compress`` of ``Picture``s with ``model``, ``params`` and other ``Options`` (an archive stores no
+    names)."""
+    return pipeline.compress(pictures, [""] * len(pictures), Options(model, params, **options), archive)
+
+
+def encode(pictures: list, model: str, codings: list[int], params: CodingParams = CodingParams(),
+           archive: bool = False):
+    """``pipeline.encode`` of ``Picture``s coded as ``codings`` says: (.vz bytes, bits the model spent on each)."""
+    plan = policy.Plan(model, params, "cpu", None, codings, [policy.Classical(p, 7) for p in pictures])
+    return pipeline.encode(pictures, [""] * len(pictures), plan, archive)
 
 
 def smooth_image(h: int, w: int, channels: int, seed: int = 0) -> np.ndarray:

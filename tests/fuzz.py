@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vaezip.compressor import decompress, encode
-from vaezip.container import CodingParams, FormatError, unpack
-from vaezip.image import ImageError, Picture
-from vaezip.layers import JPEG_XL, PLANES, PNG, STORED
-from vaezip.weights import ModelError
+from vaezip.format.container import CodingParams, FormatError
+from vaezip.pipeline import decode
+from vaezip.format.image import ImageError, Picture
+from vaezip.format.planes import JPEG_XL, PLANES, PNG, STORED
+from vaezip.nets.weights import ModelError
 
 TIME_LIMIT = 60          # seconds per decode before it counts as a hang
 HEADER = 80              # bytes at the start where header mutations land
@@ -40,8 +40,9 @@ def sample_file(model: str) -> tuple[bytes, list[Picture]]:
     flat = Picture("RGB", np.full((3, 6, 9), 77, np.uint8))
     pictures = [rgba, gray, flat, gray, flat]
     codings = [PLANES, PLANES, JPEG_XL, PNG, STORED]
-    names = [f"{i}.png" for i in range(len(pictures))]
-    return encode(pictures, names, codings, model, CodingParams(tile=8, batch=1), archive=True)[0], pictures
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from conftest import encode
+    return encode(pictures, model, codings, CodingParams(tile=8, batch=1), archive=True)[0], pictures
 
 
 def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
@@ -81,7 +82,7 @@ def outcome(data: bytes, original: list[Picture], model: str) -> str:
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(TIME_LIMIT)
     try:
-        pictures = decompress(*unpack(data), model_override=model)
+        pictures = decode(data, model)
     except (FormatError, ModelError, ImageError) as e:
         return "rejected" if "\n" not in str(e) and str(e) else f"FAILURE: multi-line error {e!r}"
     except Hang:
@@ -117,8 +118,8 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import TINY, calibrated_model
-    from vaezip.model import Config
-    from vaezip.weights import save_model
+    from vaezip.nets.config import Config
+    from vaezip.nets.weights import save_model
     with tempfile.TemporaryDirectory() as tmp:
         model = str(Path(tmp) / "tiny_rgb.safetensors")
         save_model(calibrated_model(Config(channels=3, coarse_levels=1, **TINY), seed=3), model)

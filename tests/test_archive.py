@@ -14,7 +14,7 @@ from PIL import Image
 
 import vaezip
 from vaezip.cli import main, output_names
-from vaezip.container import CodingParams, FormatError, pack, unpack
+from vaezip.format.container import CodingParams, FormatError, pack, unpack
 from conftest import png_bytes, smooth_image
 
 CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "1": 1}
@@ -160,7 +160,7 @@ def test_hostile_headers_give_one_line_errors(archive, tiny_rgb, tmp_path, chang
 def test_header_holds_the_model_fields_only_when_the_model_codes_an_image(archive, tiny_rgb, tmp_path):
     """A custom model is named, its non-default coding parameters written; a file of classical streams alone has no
     model fields and no rANS message; either kind with the other's flag is refused in one line."""
-    from vaezip.container import FLAG_MODEL, FLAG_PARAMS
+    from vaezip.format.container import FLAG_MODEL, FLAG_PARAMS
     header, payload = unpack(archive)
     assert archive[5] & FLAG_MODEL and not archive[5] & FLAG_PARAMS and header.model == Path(tiny_rgb).stem
     custom = unpack(hostile(archive, params={"tile": 64}))[0]

@@ -13,13 +13,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from vaezip.cli import main
-from vaezip.coder import TileCoder
-from vaezip.container import CodingParams
-from vaezip.compressor import compress, decompress, encode
-from vaezip.container import FormatError, unpack
-from vaezip.image import read_image
-from vaezip.weights import load_network
-from conftest import TINY, calibrated_model, png_bytes, smooth_image
+from vaezip.coding.stages import TileCoder
+from vaezip.format.container import CodingParams, FormatError, unpack
+from vaezip.format.image import read_image
+from vaezip.nets.weights import load_network
+from vaezip.pipeline import decode
+from conftest import TINY, calibrated_model, compress, png_bytes, smooth_image
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = CodingParams(tile=16, batch=3)
@@ -28,8 +27,8 @@ PARAMS = CodingParams(tile=16, batch=3)
 def roundtrip(data: bytes, model: str, params: CodingParams = PARAMS, by_model: bool = False):
     """Compress and decompress; ``by_model``: the model codes the image even where a classical coder is shorter."""
     pic = read_image(data)
-    vz = encode([pic], ["x.png"], [0], model, params)[0] if by_model else compress([pic], ["x.png"], model, params)
-    (back,) = decompress(*unpack(vz), model_override=model)
+    vz = compress([pic], model, params, classical=not by_model)
+    (back,) = decode(vz, model)
     return pic, back, vz
 
 
@@ -58,7 +57,7 @@ def test_icc_profile_and_png_output_kept(tiny_rgb):
     icc = b"fake-icc-profile-bytes" * 10
     pic, back, _ = roundtrip(png_bytes(smooth_image(9, 11, 3), "RGB", icc_profile=icc), tiny_rgb)
     assert back.icc == icc
-    from vaezip.image import write_png
+    from vaezip.format.image import write_png
     again = read_image(write_png(back))
     assert again.icc == icc and np.array_equal(again.color, pic.color)
 
@@ -68,117 +67,29 @@ def test_estimate_is_close_to_the_coded_size(tiny_rgb):
     pic = read_image(png_bytes(smooth_image(64, 96, 3), "RGB"))
     params = CodingParams(tile=64, batch=2)
     estimate = TileCoder(load_network(tiny_rgb)[0], params).estimate_bits([pic.color])
-    coded = 8 * len(compress([pic], ["x.png"], tiny_rgb, params, classical=False))
+    coded = 8 * len(compress([pic], tiny_rgb, params, classical=False))
     assert abs(coded - estimate) < 0.03 * coded + 600
-
-
-def test_large_pictures_that_jpeg_xl_codes_far_shorter_skip_the_model(tiny_rgb, monkeypatch):
-    """A 512 x 512 flat graphic (2^18 pixels): screened, coded by a classical coder, the model's coding never run."""
-    from vaezip import compressor
-    from vaezip.layers import BYTES
-    arr = np.zeros((512, 512, 3), np.uint8)
-    arr[100:300, 50:400] = (200, 30, 90)
-    arr[::16] = 255
-    pic = read_image(png_bytes(arr, "RGB"))
-    monkeypatch.setattr(TileCoder, "stages", lambda *a, **k: pytest.fail("the model coded a screened picture"))
-    assert compressor.screen([pic], [0], tiny_rgb, CodingParams())[0] in BYTES
-    vz = compress([pic], ["x.png"], tiny_rgb, CodingParams())
-    header, _ = unpack(vz)
-    assert header.images[0].coding in BYTES and header.lanes == 1
-    (back,) = decompress(header, unpack(vz)[1])
-    assert back.pixel_bytes() == pic.pixel_bytes()
-
-
-def test_effort_max_codes_every_picture_by_the_model_and_jpeg_xl_at_its_highest_effort(tiny_rgb, monkeypatch,
-                                                                                       tmp_path):
-    """A graphic that the screen sends to JPEG XL by default (every picture screened here): at effort "max" the
-    model codes it first, then JPEG XL at MAX_EFFORT wins, its stream shorter than the default file's."""
-    from vaezip import classical, compressor
-    from vaezip.layers import JPEG_XL
-    arr = np.zeros((3, 96, 96), np.uint8)
-    arr[:, 20:70, 10:80] = np.array([200, 30, 90])[:, None, None]
-    arr[:, ::8] = 255
-    arr[0] += (np.arange(96) // 3).astype(np.uint8)
-    pic = read_image(png_bytes(arr.transpose(1, 2, 0), "RGB"))
-    streams = {e: len(classical.jpeg_xl(pic, e)) for e in (classical.FINAL_EFFORT, classical.MAX_EFFORT)}
-    assert streams[classical.MAX_EFFORT] < streams[classical.FINAL_EFFORT]
-    monkeypatch.setattr(compressor, "SCREEN_PIXELS", 1)
-    coded = []
-    stages = TileCoder.stages
-    monkeypatch.setattr(TileCoder, "stages", lambda *a, **k: coded.append(1) or stages(*a, **k))
-    files = {e: compress([pic], ["x.png"], tiny_rgb, CodingParams(), effort=e) for e in ("default", "max")}
-    assert coded                                                       # only "max" ran the model
-    monkeypatch.setattr(TileCoder, "stages", lambda *a, **k: pytest.fail("the model coded a screened picture"))
-    assert compress([pic], ["x.png"], tiny_rgb, CodingParams()) == files["default"]
-    for data in files.values():
-        header, payload = unpack(data)
-        assert header.images[0].coding == JPEG_XL
-        assert decompress(header, payload)[0].pixel_bytes() == pic.pixel_bytes()
-    saved = streams[classical.FINAL_EFFORT] - streams[classical.MAX_EFFORT]
-    assert len(files["default"]) - len(files["max"]) == saved
-    with pytest.raises(ValueError, match="unknown effort 'most': one of default, max"):
-        compress([pic], ["x.png"], tiny_rgb, CodingParams(), effort="most")
-    monkeypatch.setattr(TileCoder, "stages", stages)
-    src = tmp_path / "effort.png"
-    src.write_bytes(png_bytes(arr.transpose(1, 2, 0), "RGB"))
-    res = CliRunner().invoke(main, ["compress", str(src), "--model", tiny_rgb, "--effort", "max", "-q"])
-    assert res.exit_code == 0 and src.with_suffix(".vz").read_bytes() == files["max"]
-
-
-def test_screening_encodes_each_jpeg_xl_stream_once(tiny_rgb, monkeypatch):
-    """A screened picture: JPEG XL codes the whole picture and its centre once each, whether a caller names the
-    default effort or not (the encodings are remembered), and the file carries the whole picture's stream."""
-    import imagecodecs
-    from vaezip.layers import JPEG_XL
-    arr = np.zeros((512, 512, 3), np.uint8)
-    arr[60:300, 80:400] = (20, 130, 240)
-    arr[::32] = 255
-    pic = read_image(png_bytes(arr, "RGB"))
-    calls = []
-    encode = imagecodecs.jpegxl_encode
-    monkeypatch.setattr(imagecodecs, "jpegxl_encode", lambda *a, **k: calls.append(k["effort"]) or encode(*a, **k))
-    header, payload = unpack(compress([pic], ["x.png"], tiny_rgb, CodingParams()))
-    assert header.images[0].coding == JPEG_XL and calls == [7, 7]
-    assert decompress(header, payload)[0].pixel_bytes() == pic.pixel_bytes()
-
-
-def test_small_pictures_are_probed_at_effort_2_and_a_shorter_stream_wins(tiny_rgb, monkeypatch):
-    """A 40 x 40 flat graphic: probed by JPEG XL at effort 2, which finds it promising, so JPEG XL runs at full
-    effort and the file carries a classical stream (JPEG XL's, or PNG's if shorter still)."""
-    import imagecodecs
-    from vaezip import classical
-    from vaezip.layers import JPEG_XL, PNG
-    arr = np.zeros((40, 40, 3), np.uint8)
-    arr[5:30, 10:35] = (200, 30, 90)
-    pic = read_image(png_bytes(arr, "RGB"))
-    calls = []
-    encode = imagecodecs.jpegxl_encode
-    monkeypatch.setattr(imagecodecs, "jpegxl_encode", lambda *a, **k: calls.append(k["effort"]) or encode(*a, **k))
-    header, payload = unpack(compress([pic], ["x.png"], tiny_rgb, CodingParams(tile=16, batch=3)))
-    assert calls == [classical.SMALL_PROBE_EFFORT, classical.FINAL_EFFORT]
-    assert header.images[0].coding in (JPEG_XL, PNG)
-    assert decompress(header, payload)[0].pixel_bytes() == pic.pixel_bytes()
 
 
 def test_rate_is_close_to_the_model_elbo(tiny_rgb):
     """The file costs the model's -ELBO plus a bounded overhead (header, flush, initial bits)."""
-    from vaezip.bound import image_bounds
-    from vaezip.weights import load_model
+    from vaezip.training.bound import image_bounds
+    from vaezip.nets.weights import load_model
     pic, back, vz = roundtrip(png_bytes(smooth_image(48, 48, 3), "RGB"), tiny_rgb, CodingParams(tile=48, batch=1),
                               by_model=True)
     model, _, _ = load_model(tiny_rgb)
-    elbo = image_bounds(model, [pic.color], k=1, tile=48, calibrate=True).elbo_bits[0]
+    elbo = image_bounds(model, [pic.color], k=1, tile=48, offsets=True).elbo_bits[0]
     assert np.array_equal(back.color, pic.color)
     assert abs(8 * len(vz) - elbo) < 0.03 * elbo + 600
 
 
-def test_coder_calibrates_an_overconfident_model(tmp_path):
+def test_scale_offsets_win_back_an_overconfident_models_loss(tmp_path):
     """A model whose log-scales are all 2.5 too small: the coder's scale offsets win back a large part of the
-    loss, and the file costs the calibrated -ELBO."""
+    loss, and the file costs the -ELBO with offsets."""
     import torch
-    from vaezip.bound import image_bounds
-    from vaezip.model import Config
-    from vaezip.weights import load_model, save_model
+    from vaezip.training.bound import image_bounds
+    from vaezip.nets.config import Config
+    from vaezip.nets.weights import load_model, save_model
     model = calibrated_model(Config(channels=3, **TINY), seed=5)
     per_component = 3 * 3 + 3                           # weights, means, log-scales, coefficients
     with torch.no_grad():
@@ -191,49 +102,49 @@ def test_coder_calibrates_an_overconfident_model(tmp_path):
     pic, back, vz = roundtrip(png_bytes(smooth_image(64, 64, 3), "RGB"), str(path), params, by_model=True)
     assert np.array_equal(back.color, pic.color)
     plain = image_bounds(model, [pic.color], tile=32, batch=2).elbo_bits[0]
-    calibrated = image_bounds(model, [pic.color], tile=32, batch=2, calibrate=True).elbo_bits[0]
-    assert calibrated < 0.85 * plain
-    assert abs(8 * len(vz) - calibrated) < 0.01 * calibrated + 600
+    offset = image_bounds(model, [pic.color], tile=32, batch=2, offsets=True).elbo_bits[0]
+    assert offset < 0.85 * plain
+    assert abs(8 * len(vz) - offset) < 0.01 * offset + 600
 
 
 def test_decoding_is_exact_with_another_thread_count(tmp_path):
     """A photo-size model: float convolutions would differ between thread counts, the integer ones do not."""
     import torch
-    from vaezip.train import PRESETS
-    from vaezip.weights import save_model
+    from vaezip.training.train import PRESETS
+    from vaezip.nets.weights import save_model
     model = str(tmp_path / "photo_size.safetensors")
     save_model(calibrated_model(PRESETS["photo"], seed=3), model)
     pic = read_image(png_bytes(smooth_image(128, 192, 3), "RGB"))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
-        vz = compress([pic], ["x.png"], model, CodingParams(batch=2))
+        vz = compress([pic], model, CodingParams(batch=2))
         torch.set_num_threads(1)
-        (back,) = decompress(*unpack(vz), model_override=model)
+        (back,) = decode(vz, model)
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(back.color, pic.color)
 
 
-def test_cli_bound_plain_and_calibrated(tiny_rgb, tmp_path):
+def test_cli_bound_plain_and_as_coded(tiny_rgb, tmp_path):
     import re
-    from vaezip.bound import image_bounds
-    from vaezip.weights import load_model
+    from vaezip.training.bound import image_bounds
+    from vaezip.nets.weights import load_model
     arr = smooth_image(40, 24, 3)
     (tmp_path / "a.png").write_bytes(png_bytes(arr, "RGB"))
     numbers = {}
-    for flag in ([], ["--calibrated"]):
+    for flag in ([], ["--as-coded"]):
         res = CliRunner().invoke(main, ["bound", str(tmp_path / "a.png"), "--model", tiny_rgb, "-k", "8", *flag])
         assert res.exit_code == 0, res.output
         m = re.search(r"-ELBO ([\d.]+) ± nan, IWAE \(k=8\) ([\d.]+) ± nan bits/subpixel", res.output)
         numbers[bool(flag)] = float(m[1]), float(m[2])
-    assert ", calibrated:" in res.output
+    assert ", as coded:" in res.output
     for elbo, iwae in numbers.values():
         assert iwae <= elbo
     model, _, _ = load_model(tiny_rgb)
-    expected = image_bounds(model, [arr.transpose(2, 0, 1).copy()], k=8, calibrate=True)
+    expected = image_bounds(model, [arr.transpose(2, 0, 1).copy()], k=8, offsets=True)
     assert numbers[True][0] == pytest.approx(expected.elbo_bits[0] / expected.subpixels[0], abs=1e-4)
-    assert numbers[True][0] < numbers[False][0] - 0.01        # a random model is far from calibrated
+    assert numbers[True][0] < numbers[False][0] - 0.01        # the offsets help a random model
 
 
 def test_archive_chains_images_and_restores_names(tiny_rgb, tmp_path):
@@ -414,7 +325,7 @@ def test_error_weights_without_integer_networks(tmp_path):
     import json
     from dataclasses import asdict
     from safetensors.numpy import save_file
-    from vaezip.model import Config
+    from vaezip.nets.config import Config
     path = tmp_path / "old.safetensors"
     save_file({"encoder.conv_in.weight": np.zeros((4, 3, 3, 3), np.float32)}, str(path),
               metadata={"config": json.dumps(asdict(Config(**TINY)))})
@@ -427,7 +338,7 @@ def test_error_weights_without_integer_networks(tmp_path):
 def test_error_absurd_header_sizes(vz_file):
     import struct
     import zlib
-    from vaezip.container import FLAG_MODEL, FLAG_PARAMS, MAGIC, VERSION
+    from vaezip.format.container import FLAG_MODEL, FLAG_PARAMS, MAGIC, VERSION
     # a header that claims 2^40 x 2^40 pixels, with a valid checksum: refused before any allocation
     body = MAGIC + bytes([VERSION, FLAG_MODEL | FLAG_PARAMS]) + b"\x05photo" + b"\0" * 8 + \
         b"\x40\x10\x0a\x14\x12\x01\x01\x01\x02\x00" + b"\x80\x80\x80\x80\x80\x20" * 2 + b"\0\0" + b"\0" * 8
@@ -445,7 +356,7 @@ def test_no_traceback_in_a_real_process(tmp_path):
 
 
 def test_container_deflates_repetitive_image_tables_and_bounds_them():
-    from vaezip.container import FLAG_DEFLATED, Header, ImageRecord, pack
+    from vaezip.format.container import FLAG_DEFLATED, Header, ImageRecord, pack
     images = [ImageRecord(f"digit{i:05d}.png", "L", 28, 28) for i in range(500)]
     header = Header("mnist", b"h" * 8, CodingParams(128, 8), 3, True, images, b"c" * 8)
     data = pack(header, b"payload")

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 import vaezip
-from vaezip.container import unpack
-from vaezip.layers import CODINGS
-from conftest import smooth_image
+from vaezip.format.container import unpack
+from vaezip.format.planes import CODINGS
+from conftest import encode, smooth_image
 
 
 def png_size(im: Image.Image) -> int:
@@ -59,8 +59,8 @@ def test_archive_mixes_codings_and_keeps_every_image(tiny_rgb):
 
 
 def test_photos_stay_with_the_model():
-    from vaezip.image import read_image
-    from vaezip.weights import ASSETS
+    from vaezip.format.image import read_image
+    from vaezip.nets.weights import ASSETS
     pic = read_image((ASSETS / "reference" / "photo-crop.png").read_bytes())
     assert CODINGS[unpack(vaezip.compress(pic, "photo"))[0].images[0].coding] == "model"
 
@@ -68,14 +68,12 @@ def test_photos_stay_with_the_model():
 def test_archive_charges_each_image_its_own_bits(tiny_rgb):
     """Tiles of two images in one batch: each image is charged its tiles' information content, not a pixel share,
     so the archive's choice of coding per image sees what the model really spends on it."""
-    from vaezip.compressor import encode
-    from vaezip.container import CodingParams
-    from vaezip.image import Picture
+    from vaezip.format.image import Picture
     flat = np.full((3, 16, 16), 128, np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (3, 16, 16), dtype=np.uint8)
     pictures = [Picture("RGB", x) for x in (flat, flat, flat, noise)]      # batches: [0], [1], [2, 3]
-    data, bits = encode(pictures, [""] * 4, [0] * 4, tiny_rgb, CodingParams(), archive=True)
-    alone = [encode([p], [""], [0], tiny_rgb, CodingParams())[1][0] for p in pictures[2:]]
+    data, bits = encode(pictures, tiny_rgb, [0] * 4, archive=True)
+    alone = [encode([p], tiny_rgb, [0])[1][0] for p in pictures[2:]]
     assert alone[1] - alone[0] > 50                                   # even an untrained model sees the noise
     assert np.abs(bits[2:] - alone).max() < (alone[1] - alone[0]) / 4  # a pixel share would be off by half of it
     assert bits.sum() == pytest.approx(8 * len(unpack(data)[1]), rel=0.02)

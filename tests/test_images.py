@@ -12,9 +12,9 @@ from PIL import Image, PngImagePlugin
 
 import vaezip
 from vaezip.cli import main
-from vaezip.container import unpack
-from vaezip.image import read_image, write_png
-from vaezip.weights import ASSETS, shipped_with_hash
+from vaezip.format.container import unpack
+from vaezip.format.image import read_image, write_png
+from vaezip.nets.weights import ASSETS, shipped_with_hash
 from conftest import smooth_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +85,25 @@ def test_16_bit_pngs_come_back_16_bit(tiny_rgb, tmp_path, channels):
     assert runner.invoke(main, ["decompress", str(tmp_path / "d.vz"), "--model", tiny_rgb]).exit_code == 0
     back = imagecodecs.png_decode((tmp_path / "d.png").read_bytes())
     assert back.dtype == np.uint16 and np.array_equal(back, imagecodecs.png_decode(deep_png(channels)))
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_16_bit_pictures_in_pillow_read_as_pillow_reads_their_png(tiny_rgb, tmp_path, channels, monkeypatch):
+    """Pillow has no 16-bit colour modes: vaezip.decompress and Image.open give I;16 for 16-bit gray (exact) and
+    LA, RGB or RGBA of the high bytes otherwise, the pixels Pillow reads from the same picture's 16-bit PNG."""
+    monkeypatch.setenv("VAEZIP_MODELS", str(Path(tiny_rgb).parent))          # where Image.open finds the model
+    arr = arrays()[{1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[channels]]
+    data = vaezip.compress(arr, tiny_rgb, classical=False)
+    (tmp_path / "d.vz").write_bytes(data)
+    (decoded,) = vaezip.decompress(data)
+    with Image.open(tmp_path / "d.vz") as opened:
+        opened.load()
+        assert opened.mode == decoded.mode == {1: "I;16", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+        assert np.array_equal(np.asarray(opened), np.asarray(decoded))
+    expected = arr if channels == 1 else (arr >> 8).astype(np.uint8)
+    assert np.array_equal(np.asarray(decoded), expected)
+    if channels != 2:                                  # Pillow reads a 16-bit gray + alpha PNG as RGBA
+        assert np.array_equal(np.asarray(decoded), np.asarray(Image.open(io.BytesIO(deep_png(channels)))))
 
 
 def test_16_bit_scaled_from_8_bit_costs_about_what_8_bit_does():
@@ -163,7 +182,8 @@ def test_lossy_input_warns_and_says_larger(tiny_rgb, tmp_path):
 def test_default_model_is_the_one_that_codes_shortest(files, expected):
     pictures = [read_image((ASSETS / "reference" / f).read_bytes()) for f in files]
     header = unpack(vaezip.compress(pictures if len(pictures) > 1 else pictures[0]))[0]
-    assert header.model == "" and shipped_with_hash(header.weights) == expected   # shipped: named by its hash
+    assert header.model_coded and header.model == ""                             # shipped: named by its hash
+    assert shipped_with_hash(header.weights) == expected
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch):

@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from vaezip.intnet import EXACT, SHIFT_RANGE, WEIGHT_MAX, QConv, exact_arithmetic, set_mode, shifts_for, unfold_conv
-from vaezip.train import PRESETS
-from vaezip.weights import load_model, save_model
+from vaezip.nets.modules import EXACT, SHIFT_RANGE, WEIGHT_MAX, QConv, shifts_for
+from vaezip.nets.torch_ops import exact_arithmetic, unfold_conv
+from vaezip.nets.vae import set_mode
+from vaezip.nets.weights import load_model, save_model
+from vaezip.training.train import PRESETS
 from conftest import calibrated_model, smooth_image
 
 
@@ -65,8 +67,8 @@ def _outputs(model, x: torch.Tensor) -> list[torch.Tensor]:
         mean, log_std = model.posterior(x)
         feats = model.features(mean)
         out = [mean, log_std]
-        for t in range(model.num_stages):
-            mix = model.stage(t, feats, model.stage_context(x, t))
+        for t in range(model.config.num_stages):
+            mix = model.stage(t, feats, x)
             out += [mix.logit_weights, mix.means, mix.log_scales, mix.coefficients]
     return [o.double() for o in out]
 
@@ -111,24 +113,43 @@ def test_saved_model_loads_the_same_integers(photo_size, tmp_path):
     assert torch.allclose(rebuilt, block.conv1.w_int, atol=1e-3) and block.conv1.w_int.abs().max() > 100
 
 
-@pytest.mark.parametrize("encoder, decoder", [("gpu", "numpy"), ("numpy", "torch")])
-def test_files_decode_across_network_runtimes(encoder, decoder, photo_size, tmp_path, monkeypatch):
-    """A file encoded with the GPU's arithmetic (im2col + matrix product in torch) decodes with NumPy's, and one
-    encoded with NumPy's decodes with oneDNN's kernels (the runtime of large jobs on the CPU)."""
-    from vaezip import intnet, weights
-    from vaezip.compressor import compress, decompress
-    from vaezip.container import CodingParams, unpack
-    from vaezip.image import Picture
+@pytest.mark.parametrize("encoder, decoder", [("unfold", "numpy"), ("numpy", "unfold"), ("numpy", "torch"),
+                                              ("torch", "numpy")])
+def test_files_decode_across_network_backends(encoder, decoder, photo_size, tmp_path, monkeypatch):
+    """A file encoded with one backend's arithmetic decodes with another's: NumPy, torch's oneDNN convolutions on
+    the CPU, and the GPU's arithmetic (``unfold``: im2col + matrix product) run here on the CPU. The file is coded
+    by the model, and each side's convolutions ran in the backend it names."""
+    import vaezip
+    from vaezip.format.container import unpack
+    from vaezip.nets import numpy_ops, torch_ops
     path = str(tmp_path / "m.safetensors")
     save_model(photo_size, path)
-    pic = Picture("RGB", smooth_image(70, 50, 3, seed=4).transpose(2, 0, 1).copy())
-    with monkeypatch.context() as patch:
-        if encoder == "gpu":
-            patch.setattr(intnet, "conv", unfold_conv)
-            patch.setattr(weights, "TORCH_SUBPIXELS", 0)
-        vz = compress([pic], ["x.png"], path, CodingParams(tile=64, batch=2))
-    with monkeypatch.context() as patch:
-        if decoder == "torch":
-            patch.setattr(weights, "TORCH_SUBPIXELS", 0)
-        (back,) = decompress(*unpack(vz), model_override=path)
-    assert back.pixel_bytes() == pic.pixel_bytes()
+    arr = smooth_image(70, 50, 3, seed=4)
+    ran = []
+    count = lambda name, fn: lambda *a: ran.append(name) or fn(*a)
+    monkeypatch.setattr(numpy_ops.Conv, "__call__", count("numpy", numpy_ops.Conv.__call__))
+    monkeypatch.setattr(torch_ops, "conv", count("torch", torch_ops.conv))
+    monkeypatch.setattr(torch_ops, "unfold_conv", count("unfold", torch_ops.unfold_conv))
+    vz = vaezip.compress(arr, path, tile=64, batch=2, classical=False, backend=encoder)
+    assert set(ran) == {encoder} and unpack(vz)[0].model_coded
+    ran.clear()
+    back = vaezip.decompress(vz, arrays=True, model=path, backend=decoder)[0]
+    assert set(ran) == {decoder} and np.array_equal(back, arr)
+
+
+def test_cuda_without_a_gpu_is_refused_in_one_line(tmp_path):
+    """--device cuda on a machine without a GPU: a one-line error, exit status 1, no output file."""
+    from click.testing import CliRunner
+    from vaezip.cli import main
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    src = tmp_path / "a.png"
+    from PIL import Image
+    Image.fromarray(smooth_image(16, 16, 3)).save(src)
+    for args in (["compress", str(src)], ["decompress", str(tmp_path / "a.vz")]):
+        res = CliRunner().invoke(main, [*args, "--device", "cuda"])
+        assert res.exit_code == 1 and res.output.strip() == "Error: --device cuda: no CUDA device is available"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        import vaezip
+        vaezip.compress(smooth_image(16, 16, 3), "cifar10", classical=False, device="cuda")

@@ -8,13 +8,25 @@ import numpy as np
 import pytest
 import torch
 
-from vaezip.bound import image_bounds
-from vaezip.likelihood import Mixture, choose_scale_offsets, mixture_log_prob, shift_scales
-from vaezip.scales import NO_SHIFT, OFFSET_NATS, SCALE_OFFSETS
-from vaezip.intnet import set_mode
-from vaezip.model import VAE, Config
-from vaezip.weights import ASSETS, load_model, model_info, reference_planes, resolve
+from vaezip.coding.offsets import NO_SHIFT, OFFSET_NATS, SCALE_OFFSETS, choose_offsets
+from vaezip.nets.config import Config
+from vaezip.nets.mixture import Mixture
+from vaezip.nets.vae import VAE, mixture_log_prob, set_mode
+from vaezip.nets.weights import ASSETS, load_model, model_info, resolve
+from vaezip.training.bound import image_bounds, with_offsets
+from vaezip.training.data import reference_planes
 from conftest import TINY, calibrated_model, smooth_image
+
+
+def choose(x: torch.Tensor, mix: Mixture) -> torch.Tensor:
+    """``choose_offsets`` for a stage's tensors: (B, C) int64."""
+    return torch.from_numpy(choose_offsets(x.numpy(), mix.map(lambda v: v.double().numpy())))
+
+
+def shifted(mix: Mixture, picks: torch.Tensor) -> Mixture:
+    """``mix`` with the log-scales of each tile and channel shifted by SCALE_OFFSETS[picks] (B, C)."""
+    offsets = torch.from_numpy(SCALE_OFFSETS).to(mix.log_scales)[picks]
+    return mix.with_log_scales(mix.log_scales + offsets[:, None, :, None, None])
 
 
 def _random_mixture(k: int, c: int, h: int, w: int, scale: float) -> Mixture:
@@ -50,9 +62,9 @@ def test_fully_convolutional_shapes(levels, coarse, h, w):
     assert mean.shape == log_std.shape == (2, model.config.latent, h // s, w // s)
     feats = model.features(mean)
     covered = torch.zeros(h, w, dtype=torch.int64)
-    for t in range(model.num_stages):
-        stride, (oy, ox) = model.stage_grid(t)
-        mix = model.stage(t, feats, model.stage_context(x, t))
+    for t in range(model.config.num_stages):
+        stride, (oy, ox) = model.config.stage_grid(t)
+        mix = model.stage(t, feats, x)
         assert mix.means.shape == (2, model.config.mixtures, 3, h // stride, w // stride)
         covered[oy::stride, ox::stride] += 1
     assert bool((covered == 1).all()), "every pixel is coded by exactly one stage"
@@ -66,23 +78,23 @@ def test_coarse_levels_reuse_the_networks_below_them():
     coarse = VAE(Config(channels=3, coarse_levels=2, **TINY))
     coarse.load_state_dict(plain.state_dict())
     set_mode(coarse, "frozen")
-    assert coarse.num_stages == plain.num_stages + 6
+    p, c = plain.config, coarse.config
+    assert c.num_stages == p.num_stages + 6
     x = torch.from_numpy(smooth_image(32, 48, 3).transpose(2, 0, 1).copy())[None]
     with torch.no_grad():
         feats = plain.features(plain.posterior(x)[0])
-        for t in range(1, plain.num_stages):
-            assert plain.stage_grid(t) == coarse.stage_grid(t + 6)
-            a = plain.stage(t, feats, plain.stage_context(x, t))
-            b = coarse.stage(t + 6, feats, coarse.stage_context(x, t + 6))
+        for t in range(1, p.num_stages):
+            assert p.stage_grid(t) == c.stage_grid(t + 6)
+            a, b = plain.stage(t, feats, x), coarse.stage(t + 6, feats, x)
             assert torch.equal(a.means, b.means) and torch.equal(a.log_scales, b.log_scales)
         # the first coarse level interpolates with the first level's network, on a 4x sparser grid
-        assert coarse.stage_grid(1) == (16, (8, 8)) and plain.stage_grid(1) == (4, (2, 2))
-        sparse = plain.stage(1, [feats[0][..., ::4, ::4]], coarse.stage_context(x, 1))
-        assert torch.equal(coarse.stage(1, feats, coarse.stage_context(x, 1)).means, sparse.means)
+        assert c.stage_grid(1) == (16, (8, 8)) and p.stage_grid(1) == (4, (2, 2))
+        sparse = plain.stage(1, [feats[0][..., ::4, ::4]], x[..., ::4, ::4])
+        assert torch.equal(coarse.stage(1, feats, x).means, sparse.means)
 
 
 @pytest.mark.parametrize("shift", [-0.2, 0.0, 0.25, 0.4])
-def test_calibration_finds_a_log_scale_shift(shift):
+def test_scale_offsets_undo_a_log_scale_shift(shift):
     """Pixels drawn from logistics of scale 3 levels, modelled with log-scales ``shift`` too small: each tile and
     channel picks the offset that undoes it."""
     g = torch.Generator().manual_seed(1)
@@ -93,13 +105,13 @@ def test_calibration_finds_a_log_scale_shift(shift):
     x = (means[:, 0] + 3 * torch.log(u / (1 - u))).round().clamp(0, 255)
     mix = Mixture(logit_weights=torch.zeros(b, 1, c, h, w), means=means,
                   log_scales=torch.full((b, 1, c, h, w), log_s - shift), coefficients=torch.zeros(b, 1, 3, h, w))
-    picks = choose_scale_offsets(x, mix)
+    picks = choose(x, mix)
     assert picks.shape == (b, c)
     step = SCALE_OFFSETS[1] - SCALE_OFFSETS[0]
     assert np.abs(SCALE_OFFSETS[picks.numpy()] - shift).max() <= step + 1e-9      # the best offset or its neighbour
 
 
-def test_calibration_picks_the_cheapest_offset_with_saturated_pixels():
+def test_scale_offsets_are_the_cheapest_with_saturated_pixels():
     """Pixels drawn around means near and beyond the ends of the range, clamped (so many are 0 or 255: the open
     outer bins), under 2-component mixtures with channel dependence: every tile and channel's pick codes its pixels
     within a millibit per pixel of the cheapest offset, found by trying them all with ``mixture_log_prob``."""
@@ -113,23 +125,23 @@ def test_calibration_picks_the_cheapest_offset_with_saturated_pixels():
     mix = Mixture(mix.logit_weights.expand(b, -1, -1, -1, -1), means + mix.means - 127.5,
                   torch.tensor([[math.log(4)], [math.log(9)]]).view(1, 2, 1, 1, 1).expand(b, 2, c, h, w),
                   mix.coefficients * 0.01)
-    picks = choose_scale_offsets(x, mix)
-    tried = [shift_scales(mix, torch.full((b, c), i)) for i in range(len(SCALE_OFFSETS))]
+    picks = choose(x, mix)
+    tried = [shifted(mix, torch.full((b, c), i)) for i in range(len(SCALE_OFFSETS))]
     nats = torch.stack([-mixture_log_prob(x, m).double().sum((-2, -1)) for m in tried])          # (offsets, B, C)
     nats += torch.from_numpy(OFFSET_NATS)[:, None, None]
     chosen = nats.gather(0, picks[None]).squeeze(0)
     assert torch.all(chosen - nats.min(0).values <= 1e-3 * math.log(2) * h * w)
 
 
-def test_calibrated_likelihood_is_at_least_the_uncalibrated_one_less_the_offsets_cost():
+def test_likelihood_with_offsets_is_at_least_the_plain_one_less_the_offsets_cost():
     model = calibrated_model(Config(channels=3, **TINY))
     x = torch.from_numpy(smooth_image(32, 32, 3).transpose(2, 0, 1).copy())[None].repeat(2, 1, 1, 1)
     z = torch.randn(2, TINY["latent"], 8, 8)
     with torch.no_grad():
-        plain, calibrated = model.log_likelihood(x, z), model.log_likelihood(x, z, calibrate=True)
-    no_shift_cost = OFFSET_NATS[NO_SHIFT] * 3 * model.num_stages         # every offset index NO_SHIFT
-    assert torch.all(calibrated >= plain - no_shift_cost - 1e-3)
-    assert torch.all(calibrated > plain + 1.0)                            # a random model is far from calibrated
+        plain, offset = model.log_likelihood(x, z), model.log_likelihood(x, z, offsets=with_offsets)
+    no_shift_cost = OFFSET_NATS[NO_SHIFT] * 3 * model.config.num_stages   # every offset index NO_SHIFT
+    assert torch.all(offset >= plain - no_shift_cost - 1e-3)
+    assert torch.all(offset > plain + 1.0)                                # a random model is far from calibrated
 
 
 def test_iwae_is_not_looser_than_the_elbo():

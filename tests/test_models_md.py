@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from vaezip.model import Config  # noqa: E402
+from vaezip.nets.config import Config  # noqa: E402
 from models import training_history  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """Portability of .vz files: the shipped models' networks give the same bits under older CPU kernels
 (``ONEDNN_MAX_CPU_ISA`` for torch, ``OPENBLAS_CORETYPE`` for NumPy's matrix products, ``NUMBA_CPU_NAME`` for the
-coder's compiled kernels) and other thread counts, in both network runtimes, and files encoded under one setting
-decode under every other.
+coder's compiled kernels) and other thread counts, in every network backend, and files coded by the model under one
+setting decode under every other, in NumPy and in torch.
 
 Each setting runs in its own process: oneDNN, OpenBLAS and numba read their settings once, at start-up.
 """
@@ -23,50 +23,40 @@ WORKER = """
 import hashlib, json, sys
 from pathlib import Path
 import numpy as np, torch
-from vaezip.compressor import compress, decompress
-from vaezip.container import CodingParams, unpack
-from vaezip.image import read_image
-from vaezip.intnet import exact_arithmetic
-from vaezip.model import TorchNetwork
-from vaezip.weights import ASSETS, load_model, load_network
+import vaezip
+from vaezip.format.container import unpack
+from vaezip.format.image import read_image
+from vaezip.nets.weights import ASSETS, BACKENDS, load_network
 
 models, threads, encode_dir, decode_dirs = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 torch.set_num_threads(threads)
 pictures = {m: read_image((ASSETS / "reference" / f).read_bytes()) for m, f in models.items()}
 hashes = {}
 for name, pic in pictures.items():
-    model = load_model(name)[0]
-    c, h, w = pic.color.shape
-    g = model.config.grid
-    x = np.full((1, model.config.channels, -(-h // g) * g, -(-w // g) * g), 128, np.uint8)
-    x[0, :, :h, :w] = pic.color
-    x = torch.from_numpy(x)
-    h = hashlib.sha256()
-    with exact_arithmetic():
-        mean, log_std = model.posterior(x)
-        feats = model.features(mean + 0.37 * log_std.exp())     # a z off the bucket centres, as in training
-        outputs = [mean, log_std, *feats]
-        for t in range(model.num_stages):
-            outputs += vars(model.stage(t, feats, model.stage_context(x, t))).values()
-    for o in outputs:
-        h.update(o.double().numpy().tobytes())
-    hashes[name] = h.hexdigest()
-    for net in (load_network(name)[0], TorchNetwork(model)):     # the coder's view, from either runtime
-        h = hashlib.sha256()
-        mean, log_std = net.posterior(x.numpy())
-        feats = net.features(mean + 0.37 * np.exp(log_std))
-        for t in range(model.num_stages):
-            for v in net.stage(t, feats, x.numpy()).values():
-                h.update(v.tobytes())
-        hashes[name + (" numpy" if net.__class__.__name__ == "Network" else " torch")] = h.hexdigest()
-    assert hashes[name + " numpy"] == hashes[name + " torch"]
+    for backend in BACKENDS:
+        net = load_network(name, backend=backend)[0]
+        c, h, w = pic.color.shape
+        g = net.config.grid
+        x = np.full((1, net.config.channels, -(-h // g) * g, -(-w // g) * g), 128, np.uint8)
+        x[0, :, :h, :w] = pic.color
+        digest = hashlib.sha256()
+        mean, log_std = net.posterior(x)
+        outputs = [mean, log_std]
+        for _, mix in net.stages(net.features(mean + 0.37 * np.exp(log_std)), x):   # z off the bucket centres
+            outputs += vars(mix).values()
+        for o in outputs:
+            digest.update(o.tobytes())
+        hashes[f"{name} {backend}"] = digest.hexdigest()
+    assert len({hashes[f"{name} {backend}"] for backend in BACKENDS}) == 1
     if encode_dir != "-":
-        params = CodingParams(tile=32, batch=2)
-        Path(encode_dir, name + ".vz").write_bytes(compress([pic], ["x.png"], name, params))
+        data = vaezip.compress(pic, name, tile=32, batch=2, classical=False)
+        assert unpack(data)[0].model_coded
+        Path(encode_dir, name + ".vz").write_bytes(data)
 for folder in decode_dirs:
     for name, pic in pictures.items():
-        (back,) = decompress(*unpack(Path(folder, name + ".vz").read_bytes()))
-        assert back.pixel_bytes() == pic.pixel_bytes(), (folder, name)
+        for backend in ("numpy", "torch"):
+            back = vaezip.decompress(Path(folder, name + ".vz").read_bytes(), pictures=True, backend=backend)[0]
+            assert back.pixel_bytes() == pic.pixel_bytes(), (folder, name, backend)
 print(json.dumps(hashes))
 """
 

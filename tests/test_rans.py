@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaezip import rans
-from vaezip.rans import HEAD0, VIRTUAL_WORD, CorruptMessage, Message
+from vaezip.entropy import rans
+from vaezip.entropy.cdfs import Divided, Rows
+from vaezip.entropy.rans import HEAD0, VIRTUAL_WORD, CorruptMessage, Message
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -29,7 +30,7 @@ def pop_checked(msg, start, freq, precision):
     possibly empty): every pop must give 1, i.e. find cf inside the pushed interval."""
     total = np.full_like(start, 1 << precision)
     rows = np.stack([np.zeros_like(start), start, start + freq, total], axis=1)
-    symbols = rans.pop(msg, start.size, rans.Cdf(rans.ROWS, rows=rows), precision, 3)
+    symbols = rans.pop(msg, start.size, Rows(rows), precision, 3)
     assert np.all(symbols == 1)
 
 
@@ -127,16 +128,16 @@ def test_core_matches_the_reference(seed, lanes, n, precision, strict):
         expected = reference_pop(msg, lambda i, cf: (cf // step * step, step), m, precision)
     except CorruptMessage:
         with pytest.raises(CorruptMessage, match="exhausted"):
-            rans.pop(msg, m, rans.Cdf(rans.DIVIDED, count=count), precision, count)
+            rans.pop(msg, m, Divided(count), precision, count)
         return
-    rans.pop(msg, m, rans.Cdf(rans.DIVIDED, count=count), precision, count)
+    rans.pop(msg, m, Divided(count), precision, count)
     assert (msg.head.tolist(), msg.tail.tolist()) == expected
 
 
 def test_pop_on_fresh_message_uses_virtual_words_and_push_restores():
     msg = Message(5)
     freq = np.full(40, 4)
-    symbols = rans.pop(msg, 40, rans.Cdf(rans.DIVIDED, count=4), 4, 4)  # 4 symbols of mass 4/16
+    symbols = rans.pop(msg, 40, Divided(4), 4, 4)  # 4 symbols of mass 4/16
     assert msg.tail.size == 0
     rans.push(msg, 4 * symbols, freq, 4)
     assert np.all(msg.head == HEAD0)
@@ -147,7 +148,7 @@ def test_pop_on_fresh_message_uses_virtual_words_and_push_restores():
 def test_strict_message_refuses_to_pop_past_its_tail():
     msg = Message(3, strict=True)
     with pytest.raises(CorruptMessage, match="exhausted"):
-        rans.pop(msg, 30, rans.Cdf(rans.DIVIDED, count=1 << 24), 24, 1 << 24)
+        rans.pop(msg, 30, Divided(1 << 24), 24, 1 << 24)
 
 
 def test_check_initial_detects_leftovers():
@@ -230,7 +231,7 @@ def test_truncation_at_every_cut_is_detected():
     for cut in range(len(data)):
         try:
             cropped = Message.from_bytes(data[:cut], 3)
-            symbols = rans.pop(cropped, start.size, rans.Cdf(rans.ROWS, rows=rows), 12, 3)
+            symbols = rans.pop(cropped, start.size, Rows(rows), 12, 3)
             cropped.check_initial()
         except CorruptMessage:
             continue

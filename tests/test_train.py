@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vaezip.data import default_root
-from vaezip.model import VAE, Config
-from vaezip.train import TrainSettings, grow, train
-from vaezip.intnet import set_mode
-from vaezip.weights import ModelError, load_model, model_info
+from vaezip.training.data import default_root
+from vaezip.nets.config import Config
+from vaezip.nets.vae import VAE, set_mode
+from vaezip.training.train import TrainSettings, grow, train
+from vaezip.nets.weights import ModelError, load_model, model_info
 from conftest import calibrated_model
 
 needs_mnist = pytest.mark.skipif(not (default_root() / "mnist").is_dir(), reason="MNIST data not present")
@@ -43,9 +43,8 @@ def test_grow_adds_coarse_levels():
     x = torch.randint(0, 256, (1, 3, 16, 24))
     with torch.no_grad():
         feats = start.features(start.posterior(x)[0])
-        last = start.num_stages - 1
-        assert torch.equal(start.stage(last, feats, start.stage_context(x, last)).means,
-                           grown.stage(last + 6, feats, grown.stage_context(x, last + 6)).means)
+        last = start.config.num_stages - 1
+        assert torch.equal(start.stage(last, feats, x).means, grown.stage(last + 6, feats, x).means)
 
 
 @pytest.mark.parametrize("other", [replace(SMALL, stage_width=16), replace(SMALL, stage_blocks=3)])

@@ -148,13 +148,15 @@ def _planes(mode: str, arr: np.ndarray, icc: bytes, meta) -> Picture:
 
 
 def to_pil(pic: Picture) -> Image.Image:
-    """The Pillow image of an 8-bit or 16-bit grayscale picture, with its palette; metadata in ``info``."""
-    if MODES[pic.mode].depth == 16 and pic.mode != "I;16":
-        raise ImageError(f"Pillow has no {pic.mode} mode: decode to arrays instead")
+    """The Pillow image of a picture, with its palette; metadata in ``info``. Pillow has 16-bit grayscale (I;16) but
+    no 16-bit colour or gray+alpha modes: those come back as LA, RGB or RGBA of their high bytes, as Pillow reads the
+    same pictures from 16-bit PNG or TIFF files (their exact samples: ``as_array``)."""
     arr = pic.color.transpose(1, 2, 0)
     if pic.alpha is not None:
         arr = np.concatenate([arr, pic.alpha[:, :, None]], axis=2)
     base = "L" if pic.mode in ("1", "P") else pic.mode
+    if MODES[pic.mode].depth == 16 and pic.mode != "I;16":
+        arr, base = (arr >> 8).astype(np.uint8), pic.mode[:-3]
     im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, base if base != "I;16" else None)
     if pic.mode == "1":
         im = im.convert("1", dither=Image.Dither.NONE)

@@ -81,7 +81,9 @@ def shipped(name_or_path: str) -> bool:
 
 
 def shipped_with_hash(prefix: bytes) -> str | None:
-    """The shipped model whose weights hash starts with ``prefix``, if any."""
+    """The shipped model whose weights hash starts with ``prefix`` (at least 8 bytes), if any."""
+    if len(prefix) < 8:
+        return None
     for name in shipped_models():
         path = (ASSETS / f"{name}.safetensors").resolve()
         stat = path.stat()
@@ -126,6 +128,9 @@ def load_network(name_or_path: str, device: str = "cpu", subpixels: int = 0, bac
 
 @lru_cache(maxsize=8)
 def _load(path: Path, mtime: int, size: int, device: str):
+    import torch
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: no CUDA device is available")
     return read_model(path).to(device), path.stem, _file_hash(path, mtime, size)
 
 
@@ -180,19 +185,6 @@ def _metadata(path: Path) -> dict:
     with open(path, "rb") as f:
         header_len = int.from_bytes(f.read(8), "little")
         return json.loads(f.read(min(header_len, 1 << 24)))["__metadata__"]
-
-
-def require_channels(config: Config, name: str, pictures) -> None:
-    """Refuse colour pictures (palette images with their colours) for a grayscale model."""
-    from ..format.planes import COLOURS, coding_of
-    if config.channels == 1 and any(p.color.shape[0] != 1 or coding_of(p) == COLOURS for p in pictures):
-        raise ModelError(f"model {name!r} is grayscale and cannot code colour images")
-
-
-def reference_planes(files: list[str]) -> list:
-    """Colour planes of the small reference images in ``assets/reference`` that shipped models record -ELBOs on."""
-    from ..format.image import read_image
-    return [read_image((ASSETS / "reference" / f).read_bytes()).color for f in files]
 
 
 def model_info(path: Path) -> dict:

@@ -25,11 +25,11 @@ class Bound:
 
 def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = CodingParams.tile,
                  batch: int = CodingParams.batch, seed: int = 0, device: str = "cpu",
-                 calibrate: bool = False) -> Bound:
+                 offsets: bool = False) -> Bound:
     """-ELBO (mean of k single-sample estimates) and -log (1/k) sum_i q(x|z_i) q(z_i) / p(z_i|x) per image.
 
     ``planes`` are (C, H, W) uint8 colour planes; images are cut into the same tiles as the codec uses.
-    ``calibrate``: q(x|z) with the coder's per-tile scale offsets, their coding cost included.
+    ``offsets``: q(x|z) with the coder's per-tile scale offsets, their coding cost included (what files pay).
     """
     gen = torch.Generator().manual_seed(seed)
     channels = model.config.channels
@@ -43,7 +43,7 @@ def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = C
         mt = torch.from_numpy(mask(group)).to(device)
         with torch.no_grad():
             posterior = model.posterior(xt)
-            log_w = torch.cat([model.log_weights(xt, 1, mask=mt, channels=coded, offsets=with_offsets if calibrate
+            log_w = torch.cat([model.log_weights(xt, 1, mask=mt, channels=coded, offsets=with_offsets if offsets
                                                  else None, generator=gen, posterior=posterior)
                                for _ in range(k)]).double().cpu()  # (k, B) nats
         tile_elbo = -log_w.mean(0).numpy() / math.log(2)

@@ -70,3 +70,10 @@ def center_crops(images: list[np.ndarray], size: int) -> np.ndarray:
             for x in range(0, im.shape[2] - size + 1, size):
                 out.append(im[:, y:y + size, x:x + size])
     return np.stack(out)
+
+
+def reference_planes(files: list[str]) -> list[np.ndarray]:
+    """Colour planes of the small reference images in ``assets/reference`` that shipped models record -ELBOs on."""
+    from ..format.image import read_image
+    from ..nets.weights import ASSETS
+    return [read_image((ASSETS / "reference" / f).read_bytes()).color for f in files]
