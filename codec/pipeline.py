@@ -8,6 +8,7 @@ pixel.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 
@@ -30,9 +31,13 @@ def compress(pictures: list[Picture], names: list[str], options: Options, archiv
              progress=None) -> bytes:
     """.vz bytes of the pictures (names are stored in an ``archive``), coded as the policy plans."""
     options.check()
-    plan = policy.plan(pictures, options)
-    data, bits = encode(pictures, names, plan, archive, progress)
-    better = policy.review(plan, pictures, len(data), bits)
+    planned, data = policy.plan(pictures, options), None
+    for model in planned.models:                # several only for small jobs, where coding costs what choosing would
+        attempt = replace(planned, models=[model])
+        coded, spent = encode(pictures, names, attempt, archive, progress)
+        if data is None or len(coded) < len(data):
+            plan, data, bits = attempt, coded, spent
+    better = policy.review(plan, len(data), bits)
     return data if better is None else min(data, encode(pictures, names, better, archive)[0], key=len)
 
 

@@ -1,11 +1,16 @@
 """The encoder's choices, made once per compression as a ``Plan``: which model codes the pictures, and which
 pictures are coded outside it (JPEG XL, PNG or their raw bytes) because that is shorter.
 
-The promise: a picture's file is never longer than the shorter of its JPEG XL (at the final effort) and its PNG by
-more than the container. Where the model is far ahead of a quick JPEG XL probe (digits, CIFAR-10 images) the full
-classical encodings are skipped; where it is far behind on a large picture (text, screenshots, flat graphics)
-the model's coding is skipped (``screen``). Every classical stream is computed at most once (``Classical``) and
-the plan carries it to the file.
+The promise: a file is never longer than the shorter of JPEG XL (at the final effort) and an optimized PNG by more
+than 1 % and the container. So a single picture's JPEG XL stream is computed unless the model is so far ahead of a
+quick JPEG XL probe that it cannot lose (``Classical.settled``), and PNG where JPEG XL finds the picture flat (it only
+ever wins there). The costly steps are decided cheaply: the model is chosen among the shipped ones that suit the
+pictures' size, by coding a small job with each or by an estimate on a sample of a large one; a large picture is
+screened (``screen``) before the model codes it, and the model's coding is skipped where a classical coder wins
+clearly. In an archive, pictures of a few pixels are judged by their probes against the bits the model spent on
+them, and the archive is coded again without the ones a classical coder codes shorter if that saves at least
+RECODE_GAIN (another pass of the model). Every classical stream is computed at most once, and the plan carries it to
+the file (``Classical``).
 """
 from __future__ import annotations
 
@@ -23,14 +28,16 @@ from .format.planes import BYTES, COLOURS, JPEG_XL, PNG, STORED, coding_of, spli
 from .nets.weights import ModelError, load_network, read_config, resolve, shipped_models
 from .options import Options
 
-SAMPLE_PIXELS = 1 << 16        # the default model is chosen on about this many pixels of the input
-PROMISING = 1.25               # JPEG XL at full effort when its quick probe is within this factor of the model
-SMALL = 1 << 14                # subpixels up to which the probe is JPEG XL's effort 2 ...
-SMALL_PROMISING = 1.1          # ... and this factor (see Classical.worth_trying)
-FLAT = 2.5                     # bits per subpixel of the probe below which PNG is tried too
-SCREEN_PIXELS = 1 << 18        # pictures of at least this many pixels are screened before the model codes them:
+CHOOSE_BY_CODING = 1 << 14     # jobs of at most this many subpixels choose their model by coding with each
+SAMPLE_PIXELS = 1 << 16        # larger jobs choose it by an estimate on about this many pixels
+SMALL = 1 << 14                # subpixels up to which the probe is JPEG XL's effort 2 (else effort 3)
+AHEAD = {True: 1.3, False: 1.2}   # JPEG XL is settled where the model is ahead of the probe by this (small: True)
+ARCHIVE_AHEAD = 1.1            # ... for the small pictures of an archive (see review)
+FLAT = 2.5                     # bits per subpixel of JPEG XL below which PNG is tried too ...
+PNG_SUBPIXELS = 1 << 16        # ... and on pictures of at most this many subpixels (milliseconds)
+SCREEN_PIXELS = 1 << 16        # pictures of at least this many pixels are screened before the model codes them
 MARGIN = 1.035                 # a classical coding shorter than this times the model's estimate skips the model
-RECODE_GAIN = 1e-3             # an archive is coded again with classical codings if that saves this much of it
+RECODE_GAIN = 0.01             # an archive is coded again with classical codings if that saves this much of it
 JPEG_XL_EFFORTS = {"default": classical.FINAL_EFFORT, "max": classical.MAX_EFFORT}
 
 
@@ -41,7 +48,8 @@ class Classical:
 
     def __init__(self, pic: Picture, effort: int):
         self.pic, self.effort = pic, effort
-        self._streams: dict[int, Future] = {}
+        self.small = pic.subpixels <= SMALL
+        self._streams: dict[int | str, Future] = {}
         self._lock = threading.Lock()
 
     def stream(self, coding: int) -> bytes:
@@ -51,43 +59,44 @@ class Classical:
         return len(self.stream(coding))
 
     def ahead(self) -> None:
+        """Start the probe and JPEG XL at full effort in the background."""
+        self._future("probe", background=True)
         self._future(JPEG_XL, background=True)
 
     def probe(self) -> int:
-        """The bytes of a quick JPEG XL coding (effort 3; for small pictures effort 2, which is closer to the
-        final effort there: on CIFAR-10 training images its median is 1.10 times effort 7's, effort 1's 1.26)."""
-        return len(classical.jpeg_xl(self.pic, classical.SMALL_PROBE_EFFORT if self.small
-                                     else classical.PROBE_EFFORT))
+        """The bytes of a quick JPEG XL coding: effort 3, or effort 2 for small pictures, where it is closer to
+        the final effort (on CIFAR-10 training images effort 2's median is 1.10 times effort 7's, effort 1's 1.26)."""
+        return len(self._future("probe").result())
 
-    @property
-    def small(self) -> bool:
-        return self.pic.subpixels <= SMALL
+    def settled(self, model_bytes: float, factor: float | None = None) -> bool:
+        """Whether the model's bytes are so far below the probe's (by ``factor``: by default AHEAD) that JPEG XL
+        at full effort cannot code the picture shorter. Measured on photos-train photos and crops, CIFAR-10 and MNIST
+        training images: effort 3 is at most 1.15 times effort 7 on photos (effort 2 at most 1.25 on small
+        pictures), and where the model lost to effort 7, it was at most 1.14 times ahead of the probe; on text and
+        graphics the probe is up to 13 times effort 7, but the model is further behind still."""
+        return model_bytes * (factor or AHEAD[self.small]) < self.probe()
 
-    def worth_trying(self, probe_bytes: int, model_bytes: float) -> bool:
-        """Whether JPEG XL at full effort might beat the model: its probe comes within PROMISING of the model's
-        bytes (SMALL_PROMISING for small pictures). On 1000 CIFAR-10 training images the factor 1.1 ran JPEG XL at
-        full effort on 57 pictures and found 5 of the 6 that it codes shorter than the model."""
-        return probe_bytes < (SMALL_PROMISING if self.small else PROMISING) * model_bytes
-
-    def cheaper(self, model_bytes: float, probe_bytes: int | None = None) -> tuple[int | None, float]:
+    def best(self, model_bytes: float, factor: float | None = None) -> tuple[int | None, float]:
         """(STORED, JPEG_XL or PNG, its bytes) if that codes the picture in fewer bytes than ``model_bytes``, else
-        (None, model_bytes). JPEG XL runs only where ``worth_trying`` says so (``probe_bytes``: the probe's, or
-        the full effort's if known), PNG, whose deflate only wins on flat content, below FLAT bits per subpixel."""
+        (None, model_bytes). JPEG XL runs unless ``settled``, and then PNG too where JPEG XL finds the picture flat
+        (below FLAT bits per subpixel: text, where PNG can code 30 % shorter) or the picture is small."""
         sizes = {None: model_bytes, STORED: self.size(STORED)}
-        probe_bytes = self.probe() if probe_bytes is None else probe_bytes
-        if self.worth_trying(probe_bytes, model_bytes):
+        if not self.settled(model_bytes, factor):
             sizes[JPEG_XL] = self.size(JPEG_XL)
-            if 8 * probe_bytes < FLAT * self.pic.subpixels:
+            if 8 * sizes[JPEG_XL] < FLAT * self.pic.subpixels or self.pic.subpixels <= PNG_SUBPIXELS:
                 sizes[PNG] = self.size(PNG)
         best = min(sizes, key=sizes.get)
         return best, sizes[best]
 
-    def _future(self, coding: int, background: bool = False) -> Future:
+    def _future(self, key: int | str, background: bool = False) -> Future:
         with self._lock:
-            new = coding not in self._streams
-            result = self._streams.setdefault(coding, Future())
+            new = key not in self._streams
+            result = self._streams.setdefault(key, Future())
         if new:
-            run = lambda: _complete(result, lambda: classical.encode(self.pic, coding, self.effort))
+            probe = classical.SMALL_PROBE_EFFORT if self.small else classical.PROBE_EFFORT
+            encode = (lambda: classical.jpeg_xl(self.pic, probe)) if key == "probe" else \
+                (lambda: classical.encode(self.pic, key, self.effort))
+            run = lambda: _complete(result, encode)
             threading.Thread(target=run, daemon=True).start() if background else run()
         return result
 
@@ -101,78 +110,80 @@ def _complete(result: Future, fn) -> None:
 
 @dataclass
 class Plan:
-    """How the pictures are coded: ``codings[i]`` (``planes.CODINGS``) of picture i, its ``classical`` codings,
-    the model (with ``params``, ``device``, ``backend``) for the model-coded ones; ``probes``: quick JPEG XL sizes
-    of the model-coded pictures (None where not probed), computed in the background for ``review``."""
-    model: str
+    """How the pictures are coded: ``codings[i]`` (``planes.CODINGS``) of picture i and its ``classical`` codings;
+    the model-coded ones by ``models[0]`` (with ``params``, ``device``, ``backend``), or, when several models are
+    listed, by whichever codes the file shortest. ``review`` says whether a classical coding wins afterwards."""
+    models: list[str]
     params: CodingParams
     device: str
     backend: str | None
     codings: list[int]
     classical: list[Classical]
-    probes: Future | None = None
+    review: bool = True
+
+    @property
+    def model(self) -> str:
+        return self.models[0]
 
 
 def plan(pictures: list[Picture], options: Options) -> Plan:
-    """The plan of a compression: the model (by default, the shipped model whose estimate on a sample of the
-    pictures is lowest), each picture's coding (large pictures screened, unless the effort is "max"), and the
-    probes that ``review`` compares the model's bits with, started in the background."""
-    effort = JPEG_XL_EFFORTS[options.effort]
-    candidates = [Classical(p, effort) for p in pictures]
+    """The plan of a compression: the models to try, each picture's coding (large pictures screened, unless the
+    effort is "max"), and whether ``review`` compares the model's bits with classical codings afterwards."""
+    candidates = [Classical(p, JPEG_XL_EFFORTS[options.effort]) for p in pictures]
     codings = [coding_of(p) for p in pictures]
-    screened = [options.classical and options.effort == "default" and _screenable(p, c)
-                for p, c in zip(pictures, codings)]
-    centres = [Classical(_centre(p), effort) if s else None for p, s in zip(pictures, screened)]
-    if any(screened):                       # one picture's JPEG XL ahead: many would hold many encoders
-        first = screened.index(True)
-        candidates[first].ahead(), centres[first].ahead()
-    model, known = options.model, None
-    if model is None:
-        sample = _sample([layer for p, c in zip(pictures, codings) for layer in split(p, c)])
-        model, estimates = choose_model(sample, options.params, options.device)
-        if len(pictures) == 1:              # the sample is the picture's centre, which the screen estimates
-            known = estimates[model]
-    path = resolve(model)
-    require_channels(read_config(path), path.stem, pictures)
-    result = Plan(model, options.params, options.device, options.backend, codings, candidates)
-    result.codings = [screen(result, c, centre, coding, known) if centre else coding
-                      for c, centre, coding in zip(candidates, centres, codings)]
-    if options.classical:
-        result.probes = _background(lambda: [None if coding in BYTES else c.probe()
-                                             for coding, c in zip(result.codings, candidates)])
+    planes = [color for p, c in zip(pictures, codings) for color, _ in split(p, c)]
+    if options.model is None:
+        models, estimates = choose_models(planes, options)
+    else:
+        path = resolve(options.model)
+        require_channels(read_config(path), path.stem, pictures)
+        models, estimates = [options.model], {}
+    result = Plan(models, options.params, options.device, options.backend, codings, candidates, options.classical)
+    if options.classical and options.effort == "default":
+        known = estimates.get(models[0]) if len(pictures) == 1 else None    # the sample was the picture's centre
+        result.codings = [screen(result, c, coding, known) if _screenable(c.pic, coding) else coding
+                          for c, coding in zip(candidates, codings)]
+    if options.classical and len(pictures) == 1 and result.codings[0] not in BYTES:
+        candidates[0].ahead()       # while the model codes a picture alone (unless settled, review needs it)
     return result
 
 
-def review(plan: Plan, pictures: list[Picture], file_bytes: int, bits: np.ndarray) -> Plan | None:
+def review(plan: Plan, file_bytes: int, bits: np.ndarray) -> Plan | None:
     """After the model coded the plan: a plan with classical codings for the pictures they code shorter than the
-    bits the model spent on them (a single picture: than its whole file), or None if it would not save anything (an
-    archive: at least RECODE_GAIN of it, as it costs another pass of the model)."""
-    if plan.probes is None:
+    bits the model spent on them (a single picture: than its whole file), or None if that saves nothing (an archive:
+    less than RECODE_GAIN of it). The small pictures of an archive run JPEG XL at full effort only where its probe
+    comes within ARCHIVE_AHEAD of the model: on 1000 CIFAR-10 training images that ran it on 57 pictures and found 5
+    of the 6 that it codes shorter than the model, in a fraction of the time every picture would take."""
+    if not plan.review:
         return None
-    spent = [file_bytes] if len(pictures) == 1 else bits / 8
-    cheaper = [(None, b) if coding in BYTES else c.cheaper(b, probe)
-               for coding, c, b, probe in zip(plan.codings, plan.classical, spent, plan.probes.result())]
-    saving = sum(b - size for b, (_, size) in zip(spent, cheaper))
-    if saving <= 0 or (len(pictures) > 1 and saving < RECODE_GAIN * file_bytes):
+    single = len(plan.codings) == 1
+    spent = [file_bytes] if single else bits / 8
+    best = [(None, b) if coding in BYTES else c.best(b, ARCHIVE_AHEAD if c.small and not single else None)
+            for coding, c, b in zip(plan.codings, plan.classical, spent)]
+    saving = sum(b - size for b, (_, size) in zip(spent, best))
+    if saving <= 0 or (not single and saving < RECODE_GAIN * file_bytes):
         return None
-    return replace(plan, codings=[old if new is None else new for (new, _), old in zip(cheaper, plan.codings)])
+    return replace(plan, codings=[old if new is None else new for (new, _), old in zip(best, plan.codings)],
+                   models=plan.models[:1], review=False)
 
 
-def screen(plan: Plan, candidates: Classical, centre: Classical, coding: int, bits: float | None = None) -> int:
+def screen(plan: Plan, candidates: Classical, coding: int, bits: float | None = None) -> int:
     """A classical coding for a large picture (SCREEN_PIXELS) that codes shorter than MARGIN times the model's
     estimate, else ``coding``: the model's full coding, many times slower than the classical coders, is then skipped.
 
-    The estimate: the model's bits on the picture's centre (``TileCoder.estimate_bits``), scaled by what JPEG XL
-    spends on the whole picture over what it spends on the centre (the centre alone often misjudges the whole).
-    On the 8 validation photos of photos-train (ratio of JPEG XL -e7 to the estimate, centre crops) the model coded
-    every photo with a ratio up to 1.028 longer than JPEG XL (by 0.9 to 11 %) and won at 1.045 and 1.068: MARGIN
-    lies between the two. ``bits``: the estimate on the centre if known."""
-    centre.ahead()
+    The estimate: the model's bits on the picture's centre (``TileCoder.estimate_bits``; ``bits`` if known), scaled
+    by what the probe spends on the whole picture over what it spends on the centre (the centre alone often
+    misjudges the whole). On the 8 validation photos of photos-train (ratio of JPEG XL -e7 to the estimate, centre
+    crops) the model coded every photo with a ratio up to 1.028 longer than JPEG XL (by 0.9 to 11 %) and won at
+    1.045 and 1.068: MARGIN lies between the two."""
+    centre = Classical(_centre(candidates.pic), candidates.effort)
+    candidates.ahead()              # while the model estimates: one picture's encoders at a time
     if bits is None:
         bits = estimate_bits(plan, [color for color, _ in split(centre.pic, coding)])
-    whole = candidates.size(JPEG_XL)
-    estimate = bits / 8 * whole / centre.size(JPEG_XL)
-    return candidates.cheaper(MARGIN * estimate, whole)[0] or coding
+    estimate = bits / 8 * candidates.probe() / centre.probe()
+    if candidates.settled(estimate):
+        return coding
+    return candidates.best(MARGIN * estimate)[0] or coding
 
 
 def estimate_bits(plan: Plan, planes: list[np.ndarray]) -> float:
@@ -181,15 +192,25 @@ def estimate_bits(plan: Plan, planes: list[np.ndarray]) -> float:
     return TileCoder(net, plan.params).estimate_bits(planes)
 
 
-def choose_model(planes: list[np.ndarray], params: CodingParams, device: str = "cpu") -> tuple[str, dict]:
-    """The shipped model that codes colour ``planes`` in the fewest bits (``TileCoder.estimate_bits``), and the
-    estimates of every model that can code them."""
+def choose_models(planes: list[np.ndarray], options: Options) -> tuple[list[str], dict[str, float]]:
+    """The shipped models that suit colour ``planes``, best first, and their estimates: for a job of at most
+    CHOOSE_BY_CODING subpixels every one that suits (the encoder codes the job with each, which costs what estimating
+    would), for a larger job the one with the lowest estimate on a sample of the planes.
+
+    A grayscale model suits only gray planes; a model whose coarsest grid is larger than every picture (the photo
+    model's 64 pixels, for a 32 x 32 image) suits only if no other model does: it would mostly code padding."""
+    configs = {name: read_config(resolve(name)) for name in shipped_models()}
+    fit = [name for name, c in configs.items() if c.channels == 3 or all(p.shape[0] == 1 for p in planes)]
+    side = max(max(p.shape[1:]) for p in planes)
+    names = [name for name in fit if configs[name].grid <= side] or [min(fit, key=lambda n: configs[n].grid)]
+    if len(names) < 2 or sum(p.size for p in planes) <= CHOOSE_BY_CODING:
+        return names, {}
+    sample = _sample(planes)
     estimates = {}
-    for name in shipped_models():
-        net = load_network(name, device, sum(p.size for p in planes))[0]
-        if net.config.channels == 3 or all(p.shape[0] == 1 for p in planes):
-            estimates[name] = TileCoder(net, params).estimate_bits(planes)
-    return min(estimates, key=estimates.get), estimates
+    for name in names:
+        net = load_network(name, options.device, sum(p.size for p in sample), options.backend)[0]
+        estimates[name] = TileCoder(net, options.params).estimate_bits(sample)
+    return [min(estimates, key=estimates.get)], estimates
 
 
 def require_channels(config, name: str, pictures: list[Picture]) -> None:
@@ -198,10 +219,10 @@ def require_channels(config, name: str, pictures: list[Picture]) -> None:
         raise ModelError(f"model {name!r} is grayscale and cannot code colour images")
 
 
-def _sample(layers: list) -> list[np.ndarray]:
-    """Colour planes of the layers, each cropped to its centre 256 x 256 at most, up to about SAMPLE_PIXELS."""
+def _sample(planes: list[np.ndarray]) -> list[np.ndarray]:
+    """Colour planes, each cropped to its centre 256 x 256 at most, up to about SAMPLE_PIXELS."""
     out, total = [], 0
-    for color, _ in layers:
+    for color in planes:
         out.append(_crop(color))
         total += out[-1].shape[1] * out[-1].shape[2]
         if total >= SAMPLE_PIXELS:
@@ -223,10 +244,3 @@ def _centre(pic: Picture) -> Picture:
 def _screenable(pic: Picture, coding: int) -> bool:
     """Whether ``screen`` looks at a picture: one of at least SCREEN_PIXELS pixels that the model would code."""
     return coding not in BYTES and pic.size[0] * pic.size[1] >= SCREEN_PIXELS
-
-
-def _background(fn) -> Future:
-    """``fn()`` computed in a daemon thread (it does not hold up the exit of a process that fails meanwhile)."""
-    result = Future()
-    threading.Thread(target=_complete, args=(result, fn), daemon=True).start()
-    return result

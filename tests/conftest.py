@@ -56,7 +56,7 @@ def compress(pictures: list, model: str, params: CodingParams = CodingParams(), 
 def encode(pictures: list, model: str, codings: list[int], params: CodingParams = CodingParams(),
            archive: bool = False):
     """``pipeline.encode`` of ``Picture``s coded as ``codings`` says: (.vz bytes, bits the model spent on each)."""
-    plan = policy.Plan(model, params, "cpu", None, codings, [policy.Classical(p, 7) for p in pictures])
+    plan = policy.Plan([model], params, "cpu", None, codings, [policy.Classical(p, 7) for p in pictures])
     return pipeline.encode(pictures, [""] * len(pictures), plan, archive)
 
 
