@@ -43,8 +43,8 @@ JPEG_XL_EFFORTS = {"default": classical.FINAL_EFFORT, "max": classical.MAX_EFFOR
 
 class Classical:
     """One picture's codings outside the model, each computed at most once: its raw bytes, JPEG XL at ``effort``,
-    PNG, and a quick JPEG XL probe. ``ahead`` starts the JPEG XL encoding in a background thread (it releases the
-    interpreter) while the caller goes on."""
+    PNG, and a quick JPEG XL probe. ``ahead`` starts JPEG XL in a background thread (it releases the interpreter)
+    while the caller goes on."""
 
     def __init__(self, pic: Picture, effort: int):
         self.pic, self.effort = pic, effort
@@ -59,9 +59,9 @@ class Classical:
         return len(self.stream(coding))
 
     def ahead(self) -> None:
-        """Start the probe and JPEG XL at full effort in the background."""
-        self._future("probe", background=True)
-        self._future(JPEG_XL, background=True)
+        """Start the probe, then JPEG XL at full effort, in a background thread (one encoder at a time: a large
+        picture's encoders take hundreds of MB)."""
+        threading.Thread(target=lambda: (self.probe(), self.stream(JPEG_XL)), daemon=True).start()
 
     def probe(self) -> int:
         """The bytes of a quick JPEG XL coding: effort 3, or effort 2 for small pictures, where it is closer to
@@ -88,16 +88,15 @@ class Classical:
         best = min(sizes, key=sizes.get)
         return best, sizes[best]
 
-    def _future(self, key: int | str, background: bool = False) -> Future:
+    def _future(self, key: int | str) -> Future:
+        """The encoding ``key`` (a coding, or "probe"), computed by the first caller; later ones wait for it."""
         with self._lock:
             new = key not in self._streams
             result = self._streams.setdefault(key, Future())
         if new:
             probe = classical.SMALL_PROBE_EFFORT if self.small else classical.PROBE_EFFORT
-            encode = (lambda: classical.jpeg_xl(self.pic, probe)) if key == "probe" else \
-                (lambda: classical.encode(self.pic, key, self.effort))
-            run = lambda: _complete(result, encode)
-            threading.Thread(target=run, daemon=True).start() if background else run()
+            _complete(result, (lambda: classical.jpeg_xl(self.pic, probe)) if key == "probe" else
+                      (lambda: classical.encode(self.pic, key, self.effort)))
         return result
 
 
@@ -143,8 +142,8 @@ def plan(pictures: list[Picture], options: Options) -> Plan:
         known = estimates.get(models[0]) if len(pictures) == 1 else None    # the sample was the picture's centre
         result.codings = [screen(result, c, coding, known) if _screenable(c.pic, coding) else coding
                           for c, coding in zip(candidates, codings)]
-    if options.classical and len(pictures) == 1 and result.codings[0] not in BYTES:
-        candidates[0].ahead()       # while the model codes a picture alone (unless settled, review needs it)
+    if options.classical and len(pictures) == 1 and result.codings[0] not in BYTES and not candidates[0].small:
+        candidates[0].ahead()       # while the model codes a large picture alone (small ones: faster inline)
     return result
 
 

@@ -38,16 +38,16 @@ class TileCoder:
         encoding = x is not None
         if not encoding:
             x = np.full(x_shape, PAD, np.uint8)
-        tiles = len(x)
-        offset_codec = codecs.Categorical(SCALE_CDF, tiles)
+        tiles = np.arange(len(x))
+        offset_codec, no_shift = codecs.Categorical(SCALE_CDF, len(x)), np.full(len(x), NO_SHIFT)
         for (ys, xs), mix in self.net.stages(self._features(z, x_shape), x):
             stage, ms = x[:, :, ys, xs], real[:, ys, xs]
             picks = choose_offsets(stage, mix, ms) if encoding and offsets else None
             owner = np.nonzero(ms)[0] if info is not None else None
             for c in range(x_shape[1]):
-                pick = np.full(tiles, NO_SHIFT)
+                pick = no_shift
                 if offsets:
-                    pick = yield from _step(offset_codec, picks[:, c] if encoding else None, np.arange(tiles), info)
+                    pick = yield from _step(offset_codec, picks[:, c] if encoding else None, tiles, info)
                 plane = stage[:, c]
                 plane[ms] = yield from _step(self._pixels(mix, stage, ms, c, pick), plane[ms] if encoding else None,
                                              owner, info)
