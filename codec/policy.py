@@ -30,8 +30,10 @@ from .options import Options
 
 CHOOSE_BY_CODING = 1 << 14     # jobs of at most this many subpixels choose their model by coding with each
 SAMPLE_PIXELS = 1 << 16        # larger jobs choose it by an estimate on about this many pixels
-SMALL = 1 << 14                # subpixels up to which the probe is JPEG XL's effort 2 (else effort 3)
-AHEAD = {True: 1.3, False: 1.2}   # JPEG XL is settled where the model is ahead of the probe by this (small: True)
+SMALL = 1 << 14                # subpixels up to which a picture is small: its probe is JPEG XL's effort 2 ...
+HUGE = 1 << 20                 # pixels from which the probe is effort 1 (effort 3's encoder takes 160 MB at 12 MP)
+PROBES = {"small": (2, 1.3), "large": (3, 1.2), "huge": (1, 1.5)}   # JPEG XL effort of the probe, and AHEAD:
+                               # JPEG XL is settled where the model is ahead of the probe by this factor
 ARCHIVE_AHEAD = 1.1            # ... for the small pictures of an archive (see review)
 FLAT = 2.5                     # bits per subpixel of JPEG XL below which PNG is tried too ...
 PNG_SUBPIXELS = 1 << 16        # ... and on pictures of at most this many subpixels (milliseconds)
@@ -49,6 +51,8 @@ class Classical:
     def __init__(self, pic: Picture, effort: int):
         self.pic, self.effort = pic, effort
         self.small = pic.subpixels <= SMALL
+        size = "small" if self.small else "huge" if pic.size[0] * pic.size[1] >= HUGE else "large"
+        self.probe_effort, self.ahead_factor = PROBES[size]
         self._streams: dict[int | str, Future] = {}
         self._lock = threading.Lock()
 
@@ -56,6 +60,8 @@ class Classical:
         return self._future(coding).result()
 
     def size(self, coding: int) -> int:
+        if coding == STORED:                # known without making a copy of every pixel
+            return len(self.pic.pixel_bytes()) if self.pic.color.dtype != np.uint8 else self.pic.subpixels
         return len(self.stream(coding))
 
     def ahead(self) -> None:
@@ -64,17 +70,19 @@ class Classical:
         threading.Thread(target=lambda: (self.probe(), self.stream(JPEG_XL)), daemon=True).start()
 
     def probe(self) -> int:
-        """The bytes of a quick JPEG XL coding: effort 3, or effort 2 for small pictures, where it is closer to
-        the final effort (on CIFAR-10 training images effort 2's median is 1.10 times effort 7's, effort 1's 1.26)."""
+        """The bytes of a quick JPEG XL coding (PROBES): effort 3; effort 2 for small pictures, where it is closer
+        to the final effort (on CIFAR-10 training images its median is 1.10 times effort 7's, effort 1's 1.26); effort
+        1 for huge ones (as fast as reading them, and no memory of its own)."""
         return len(self._future("probe").result())
 
     def settled(self, model_bytes: float, factor: float | None = None) -> bool:
-        """Whether the model's bytes are so far below the probe's (by ``factor``: by default AHEAD) that JPEG XL
-        at full effort cannot code the picture shorter. Measured on photos-train photos and crops, CIFAR-10 and MNIST
-        training images: effort 3 is at most 1.15 times effort 7 on photos (effort 2 at most 1.25 on small
-        pictures), and where the model lost to effort 7, it was at most 1.14 times ahead of the probe; on text and
-        graphics the probe is up to 13 times effort 7, but the model is further behind still."""
-        return model_bytes * (factor or AHEAD[self.small]) < self.probe()
+        """Whether the model's bytes are so far below the probe's (by ``factor``: by default the probe's AHEAD)
+        that JPEG XL at full effort cannot code the picture shorter. Measured on photos-train photos and crops,
+        CIFAR-10 and MNIST training images: on photos effort 3 is at most 1.15 times effort 7, effort 2 at most 1.25
+        on small pictures, effort 1 at most 1.46; where the model lost to effort 7, it was at most 1.14 times ahead
+        of effort 2 or 3; on text and graphics the probe is up to 13 times effort 7, but the model is further behind
+        still."""
+        return model_bytes * (factor or self.ahead_factor) < self.probe()
 
     def best(self, model_bytes: float, factor: float | None = None) -> tuple[int | None, float]:
         """(STORED, JPEG_XL or PNG, its bytes) if that codes the picture in fewer bytes than ``model_bytes``, else
@@ -94,8 +102,7 @@ class Classical:
             new = key not in self._streams
             result = self._streams.setdefault(key, Future())
         if new:
-            probe = classical.SMALL_PROBE_EFFORT if self.small else classical.PROBE_EFFORT
-            _complete(result, (lambda: classical.jpeg_xl(self.pic, probe)) if key == "probe" else
+            _complete(result, (lambda: classical.jpeg_xl(self.pic, self.probe_effort)) if key == "probe" else
                       (lambda: classical.encode(self.pic, key, self.effort)))
         return result
 
@@ -176,8 +183,8 @@ def screen(plan: Plan, candidates: Classical, coding: int, bits: float | None = 
     crops) the model coded every photo with a ratio up to 1.028 longer than JPEG XL (by 0.9 to 11 %) and won at
     1.045 and 1.068: MARGIN lies between the two."""
     centre = Classical(_centre(candidates.pic), candidates.effort)
-    candidates.ahead()              # while the model estimates: one picture's encoders at a time
     if bits is None:
+        candidates.ahead()          # while the model estimates: one picture's encoders at a time
         bits = estimate_bits(plan, [color for color, _ in split(centre.pic, coding)])
     estimate = bits / 8 * candidates.probe() / centre.probe()
     if candidates.settled(estimate):

@@ -128,7 +128,7 @@ def test_small_pictures_are_probed_at_effort_2_and_a_shorter_stream_wins(tiny_rg
     encode = imagecodecs.jpegxl_encode
     monkeypatch.setattr(imagecodecs, "jpegxl_encode", lambda *a, **k: calls.append(k["effort"]) or encode(*a, **k))
     header, _ = unpack(compress([pic], tiny_rgb, CodingParams(tile=16, batch=3)))
-    assert calls == [classical.SMALL_PROBE_EFFORT, classical.FINAL_EFFORT]
+    assert calls == [policy.PROBES["small"][0], classical.FINAL_EFFORT]
     sizes = {JPEG_XL: len(classical.jpeg_xl(pic)), PNG: len(classical.png(pic))}
     assert header.images[0].coding == min(sizes, key=sizes.get)
 

@@ -16,15 +16,16 @@ from .planes import CODINGS, JPEG_XL, PNG, STORED
 
 FINAL_EFFORT = 7        # JPEG XL effort of the streams written (cjxl's default)
 MAX_EFFORT = 9          # the same at compress's effort "max" (about 4 times slower, about 0.6 % shorter on photos)
-PROBE_EFFORT = 3        # a quick estimate of what JPEG XL gets (about 50 ms for a 768 x 512 photo)
-SMALL_PROBE_EFFORT = 2  # the same for small pictures (on 32 x 32, 0.27 ms: effort 1 takes 0.67 ms and codes longer)
 
 
 def as_array(pic: Picture) -> np.ndarray:
-    """H x W for one plane, else H x W x C: the picture's samples (palette images: their indices)."""
-    planes = [pic.color] + ([] if pic.alpha is None else [pic.alpha[None]])
-    arr = np.concatenate(planes).transpose(1, 2, 0)
-    return np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    """H x W for one plane, else H x W x C: the picture's samples (palette images: their indices), one copy."""
+    c, h, w = pic.color.shape
+    arr = np.empty((h, w, c + (pic.alpha is not None)), pic.color.dtype)
+    arr[:, :, :c] = pic.color.transpose(1, 2, 0)
+    if pic.alpha is not None:
+        arr[:, :, c] = pic.alpha
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
 
 
 def jpeg_xl(pic: Picture, effort: int = FINAL_EFFORT) -> bytes:
