@@ -133,10 +133,41 @@ def output_names(names: list[str]) -> list[str]:
     return out
 
 
+def print_version(ctx, _, value) -> None:
+    """--version: the package's version and every model version present (a file names its weights by hash)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    from .nets.weights import catalogue
+    click.echo(f"vaezip {version('vaezip-codec')}")
+    for row in catalogue():
+        click.echo(f"  {row['name']} {row['hash']} ({row['where']})")
+    ctx.exit()
+
+
 @click.group()
-@click.version_option(package_name="vaezip-codec", prog_name="vaezip")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=print_version,
+              help="Show the version and the models present, then exit.")
 def main():
     """vaezip: learned lossless image compression (bits-back ANS with a VAE)."""
+
+
+@main.command()
+@friendly
+def models():
+    """List the models: the shipped ones (every version) and those in $VAEZIP_MODELS, with their cards."""
+    from .nets.weights import catalogue
+    for row in catalogue():
+        if "error" in row:
+            click.echo(f"{row['name']:16s} {row['hash']}  {row['where']}: {row['path']}: {row['error']}")
+            continue
+        card = [f"{row['parameters']:,} parameters" if row.get("parameters") else "",
+                f"trained on {row['data'] or row['dataset']}" if row.get("data") or row.get("dataset") else "",
+                f"{row['steps']} steps" if row.get("steps") else "",
+                f"validation {row['validation_bpd']} bits/subpixel" if row.get("validation_bpd") else ""]
+        where = row["where"] if row["where"] != "user" else str(row["path"])
+        click.echo(f"{row['name']:16s} {row['hash']}  {where}: {', '.join(c for c in card if c)}")
 
 
 def coding_options(fn):
@@ -216,7 +247,8 @@ def model_of(header) -> str:
     from .nets.weights import shipped_with_hash
     if not header.model_coded:
         return "none"
-    return header.model or shipped_with_hash(header.weights) or "a model this vaezip does not ship"
+    shipped = shipped_with_hash(header.weights)
+    return header.model or (shipped.stem if shipped else "a model this vaezip does not ship")
 
 
 @main.command()

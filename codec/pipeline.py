@@ -118,20 +118,25 @@ def _alpha_table(alpha: np.ndarray | None) -> list[tuple[int, int]]:
 
 
 def _network(header: Header, model: str | None, device: str, backend: str | None):
-    """The networks of the model a file was made with (checked by the hash of its weights; a file names no shipped
-    model, which its hash finds)."""
-    name = model or header.model or shipped_with_hash(header.weights)
-    if name is None:
-        raise ModelError(f"the file needs a model that this vaezip does not ship (weights {header.weights.hex()}; "
-                         f"pass them with --model)")
+    """The networks of the model a file was made with, checked by the hash of its weights: ``model`` if given,
+    else the model the file names, else (a shipped model is named by its hash alone) the shipped version with that
+    hash, which also serves a file that names a shipped model whose weights have changed since."""
+    source = model or header.model or shipped_with_hash(header.weights)
+    if source is None:
+        raise ModelError(f"the file needs a model that this vaezip does not ship (weights {header.weights.hex()}): "
+                         f"pass it with --model, or put it in a folder listed in $VAEZIP_MODELS")
     subpixels = sum(r.subpixels for r in header.images if r.coding not in BYTES)
     try:
-        net, _, digest = load_network(name, device, subpixels, backend)
+        net, name, digest = load_network(source, device, subpixels, backend)
     except ModelError as e:
-        raise ModelError(f"{e}; the file needs model {header.model or name!r} (pass its weights with --model)") \
-            from None
+        raise ModelError(f"{e}; the file needs model {header.model!r} (weights {header.weights.hex()}): pass it "
+                         f"with --model, or put it in a folder listed in $VAEZIP_MODELS") from None
     if digest[:HASH_BYTES] != header.weights:
-        raise ModelError(f"the file was made with other weights of model {header.model or name!r} (hash mismatch)")
+        older = None if model else shipped_with_hash(header.weights)
+        if older is None:
+            raise ModelError(f"the file was made with other weights of model {header.model or name!r} (weights "
+                             f"{header.weights.hex()}, not {digest[:HASH_BYTES].hex()})")
+        net = load_network(older, device, subpixels, backend)[0]
     if net.config.channels == 1 and any(planes != 1 for r in header.images for planes, _ in r.layers):
         raise FormatError("corrupt .vz file: colour images with a grayscale model")
     return net

@@ -14,7 +14,8 @@ from PIL import Image
 
 import vaezip
 from vaezip.cli import main, output_names
-from vaezip.format.container import CodingParams, FormatError, pack, unpack
+from vaezip.format.container import VERSION, CodingParams, FormatError, pack, unpack
+from vaezip.nets.weights import ASSETS
 from conftest import png_bytes, smooth_image
 
 CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "1": 1}
@@ -208,7 +209,7 @@ def test_files_of_format_version_3_still_decode(tmp_path):
         assert len(images) == len(arrays) and all(np.array_equal(a, b) for a, b in zip(images, arrays))
         again = vaezip.compress(arrays if names else arrays[0], "cifar10", names=names,
                                 classical=not header.model_coded)
-        assert unpack(again)[0].version == 4 and len(again) < len(vz)
+        assert unpack(again)[0].version == VERSION and len(again) < len(vz)
         (tmp_path / name).write_bytes(vz)
         res = CliRunner().invoke(main, ["info", str(tmp_path / name)])
         assert res.exit_code == 0 and "version 3" in res.output
@@ -245,6 +246,24 @@ def test_verify_reports_success(tiny_rgb, tmp_path):
 def test_unknown_format_version_is_one_line(archive, tiny_rgb, tmp_path):
     (tmp_path / "old.vz").write_bytes(archive[:4] + b"\x02" + archive[5:])
     fails(["decompress", str(tmp_path / "old.vz"), "--model", tiny_rgb], tmp_path,
-          "unsupported .vz format version 2 (this vaezip reads versions 3 and 4")
+          "unsupported .vz format version 2 (this vaezip reads versions 3, 4 and 5")
     with pytest.raises(FormatError):
         unpack(archive[:4] + b"\x02" + archive[5:])
+
+
+@pytest.mark.parametrize("name, weights, references", [
+    ("v4-photo.vz", "23598663100e2e1c", ["photo-crop.png"]),
+    ("v4-cifar10.vz", "ba782776fc2ecd34", ["cifar10-test-0.png", "cifar10-test-1.png"]),
+    ("v4-mnist.vz", "8f32e12eceff7069", ["mnist-test-0.png"]),
+    ("v3-123fc91a-cifar10.vz", "123fc91a0f1e37fb", ["cifar10-test-0.png"]),
+    ("v3-534b512b-cifar10.vz", "534b512b35fd035a", ["cifar10-test-0.png"])])
+def test_files_of_every_shipped_weights_version_decode(name, weights, references):
+    """Files coded by the model with each version of the weights that vaezip has shipped (tests/data, written by the
+    vaezip of that version) decode to their pixels: a shipped model is never replaced, only added. The version-3
+    files name the model "cifar10", whose current weights are others: the decoder finds theirs by their hash."""
+    vz = (Path(__file__).parent / "data" / name).read_bytes()
+    header, _ = unpack(vz)
+    assert header.model_coded and header.weights.hex() == weights
+    assert (header.model, header.version) == (("cifar10", 3) if name.startswith("v3") else ("", 4))
+    images = vaezip.decompress(vz, arrays=True)
+    assert all(np.array_equal(a, np.asarray(Image.open(ASSETS / "reference" / f))) for a, f in zip(images, references))

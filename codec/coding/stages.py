@@ -13,6 +13,7 @@ import numpy as np
 
 from ..entropy import codecs
 from ..format.container import CodingParams
+from .adaptation import Feedback
 from .offsets import NO_SHIFT, SCALE_CDF, SCALE_OFFSETS, choose_offsets
 from .tiles import PAD, gather, mask, plan_batches, plan_tiles
 
@@ -29,7 +30,8 @@ class TileCoder:
                  offsets: bool = True, info: np.ndarray | None = None):
         """The description of q(x|z) for latent buckets ``z`` and a batch of pixels of ``x_shape`` (B, C, ph, pw)
         whose real pixels are ``real`` (``codecs.Sequence``): per stage and channel, the tiles' scale-offset indices
-        (unless ``offsets`` is False: then none, and no offset), then the pixels.
+        (unless ``offsets`` is False: then none, and no offset), then the pixels; with the coding parameters'
+        ``adaptation``, each stage's means corrected by the residuals of the stages before it (``adaptation``).
 
         Encoding passes the pixels ``x`` and picks the offsets; decoding passes None and fills x in as it goes.
         ``info``: encoding adds the information content of each tile's symbols, -log2 of their probabilities in
@@ -40,17 +42,23 @@ class TileCoder:
             x = np.full(x_shape, PAD, np.uint8)
         tiles = np.arange(len(x))
         offset_codec, no_shift = codecs.Categorical(SCALE_CDF, len(x)), np.full(len(x), NO_SHIFT)
+        feedback = Feedback(x_shape[1]) if self.params.adaptation else None
         for (ys, xs), mix in self.net.stages(self._features(z, x_shape), x):
             stage, ms = x[:, :, ys, xs], real[:, ys, xs]
-            picks = choose_offsets(stage, mix, ms) if encoding and offsets else None
+            coded = mix
+            if feedback is not None:
+                coded, buckets = feedback.correct(mix, x_shape[1])
+            picks = choose_offsets(stage, coded, ms) if encoding and offsets else None
             owner = np.nonzero(ms)[0] if info is not None else None
             for c in range(x_shape[1]):
                 pick = no_shift
                 if offsets:
                     pick = yield from _step(offset_codec, picks[:, c] if encoding else None, tiles, info)
                 plane = stage[:, c]
-                plane[ms] = yield from _step(self._pixels(mix, stage, ms, c, pick), plane[ms] if encoding else None,
-                                             owner, info)
+                plane[ms] = yield from _step(self._pixels(coded, stage, ms, c, pick),
+                                             plane[ms] if encoding else None, owner, info)
+            if feedback is not None:
+                feedback.update(mix, stage, ms, buckets)
         return x
 
     def information(self, z: np.ndarray, x: np.ndarray, real: np.ndarray, offsets: bool = True) -> np.ndarray:

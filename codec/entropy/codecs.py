@@ -151,6 +151,15 @@ class LogisticMixture(TableCodec):
                        (1 << self.precision) - LEVELS, ONE_BITS + WEIGHT_BITS)
 
 
+def mixture_weights(logits):
+    """The integer weights, summing to 2^WEIGHT_BITS, that a ``LogisticMixture`` gives its components, for logits
+    (B, K, ...): int64 of the same shape."""
+    moved = np.moveaxis(_params(logits), 1, -1)
+    flat = rans.compiled().mixture_weights(np.ascontiguousarray(moved.reshape(-1, moved.shape[-1])), _EXP_NEG,
+                                           LOGIT_STEP, WEIGHT_BITS)
+    return np.moveaxis(flat.reshape(moved.shape), -1, 1)
+
+
 class Logistic(LogisticMixture):
     """Discretized logistic over levels 0..255 with per-symbol ``mean`` and natural-log ``log_scale`` (n,): the
     one-component mixture (weight 2^8, so C(e) = floor(F(e) (2^p - 256) / 2^24) + e)."""

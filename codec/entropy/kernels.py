@@ -205,33 +205,51 @@ def snap(x, step, lo, hi):
 
 
 @njit(**JIT)
+def _weights(logits, i, exp_neg, logit_step, weight_bits, out):
+    """Mixture row i's integer weights into ``out`` (K,): floor(softmax * 2^weight_bits) of the snapped logits
+    (exp from a correctly rounded table, summed in a fixed order), the remainder added to the first largest."""
+    k = logits.shape[1]
+    index = np.empty(k, np.int64)
+    top = -1
+    for j in range(k):
+        index[j] = grid(logits[i, j], logit_step, -1e6, 1e6)
+        top = max(top, index[j])
+    total = 0.0
+    for j in range(k):
+        total += exp_neg[min(top - index[j], exp_neg.size - 1)]
+    best, rest, one = 0, 1 << weight_bits, 1 << weight_bits
+    for j in range(k):
+        w = np.int64(np.floor(exp_neg[min(top - index[j], exp_neg.size - 1)] * one / total))
+        out[j] = w
+        rest -= w
+        if w > out[best]:
+            best = j
+    out[best] += rest
+
+
+@njit(**JIT)
+def mixture_weights(logits, exp_neg, logit_step, weight_bits):
+    """The integer weights (n, K) of mixtures with logits (n, K) (``_weights``)."""
+    out = np.empty(logits.shape, np.int64)
+    for i in range(logits.shape[0]):
+        _weights(logits, i, exp_neg, logit_step, weight_bits, out[i])
+    return out
+
+
+@njit(**JIT)
 def logistic_mixture(means, log_scales, logits, slopes, exp_neg, mean_grid, scale_grid, logit_step, weight_bits,
                      radius):
     """The snapped parameters (slope, offset, weights), each (n, K), of a ``codecs.LogisticMixture`` (see there)
     from its means, log-scales and logits; ``mean_grid`` and ``scale_grid`` are (step, lo, hi)."""
     n, k = means.shape
     slope, offset = np.empty((n, k)), np.empty((n, k))
-    weights, index = np.empty((n, k), np.int64), np.empty(k, np.int64)
-    one = 1 << weight_bits
+    weights = np.empty((n, k), np.int64)
     for i in range(n):
-        top = -1
         for j in range(k):
             s = slopes[grid(log_scales[i, j], *scale_grid)]
             slope[i, j] = s
             offset[i, j] = snap(means[i, j], *mean_grid) * s - radius
-            index[j] = grid(logits[i, j], logit_step, -1e6, 1e6)
-            top = max(top, index[j])
-        total = 0.0
-        for j in range(k):
-            total += exp_neg[min(top - index[j], exp_neg.size - 1)]
-        best, rest = 0, one
-        for j in range(k):
-            w = np.int64(np.floor(exp_neg[min(top - index[j], exp_neg.size - 1)] * one / total))
-            weights[i, j] = w
-            rest -= w
-            if w > weights[i, best]:
-                best = j
-        weights[i, best] += rest
+        _weights(logits, i, exp_neg, logit_step, weight_bits, weights[i])
     return slope, offset, weights
 
 

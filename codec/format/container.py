@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import astuple, dataclass, field, fields, replace
 
 from ..entropy.limits import LATENT_BITS_MAX, LEVEL_PRECISION_MIN, MAX_PRECISION
 from .image import MAX_PIXELS, MODES, Mode
 from .planes import BYTES, CODINGS, COLOURS, PLANES, STREAMS, shapes
 
 MAGIC = b"VAEZ"
-VERSION = 4
-READABLE = (3, 4)               # version 3: the model's fields in every file, a 4-byte tail length before the message
+VERSION = 5
+READABLE = (3, 4, 5)            # version 3: the model's fields in every file, a 4-byte tail length before the message;
+                                # versions 3 and 4: coding parameters without ``adaptation`` (none)
 HASH_BYTES = 8                  # weights hash: the first bytes of the SHA-256 of the weights file
 CHECKSUM_BYTES = 8              # BLAKE2b digest of every image's pixels
 FLAG_ARCHIVE, FLAG_DEFLATED, FLAG_MODEL, FLAG_PARAMS = 1, 2, 4, 8
@@ -37,6 +38,7 @@ class CodingParams:
     posterior_precision: int = 20   # bits of the posterior CDFs
     pixel_precision: int = 18       # bits of the pixel CDFs
     particles: int = 1              # importance samples per tile: 1 is bits-back ANS, N > 1 Monte Carlo bits back
+    adaptation: int = 1             # 0: none; 1: each stage's means corrected by earlier residuals (coding.adaptation)
 
     def check(self) -> None:
         """Raise ValueError unless every field is in range."""
@@ -50,7 +52,8 @@ class CodingParams:
 
 RANGES = {"tile": (8, 4096), "batch": (1, 4096), "latent_bits": (1, LATENT_BITS_MAX),
           "posterior_precision": (2, MAX_PRECISION), "pixel_precision": (LEVEL_PRECISION_MIN, MAX_PRECISION),
-          "particles": (1, 64)}
+          "particles": (1, 64), "adaptation": (0, 1)}
+V4_PARAMS = 6                       # coding parameters in files of versions 3 and 4 (the first six)
 
 
 @dataclass
@@ -213,7 +216,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     version = data[4]
     if version not in READABLE:
         raise FormatError(f"unsupported .vz format version {version} (this vaezip reads versions "
-                          f"{' and '.join(map(str, READABLE))}; decode other files with the vaezip that wrote them)")
+                          f"{', '.join(map(str, READABLE[:-1]))} and {READABLE[-1]}; decode other files with the vaezip that wrote them)")
     if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
         raise FormatError("corrupt or truncated .vz file (checksum mismatch)")
     r = _Reader(data[:-4])
@@ -224,13 +227,14 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         raise FormatError("corrupt .vz file: unknown flags")
     if version == 3:
         flags |= FLAG_MODEL | FLAG_PARAMS           # version 3 has the model's fields in every file
-    model, weights, params, lanes = "", b"", CodingParams(), 1
+    model, weights, lanes = "", b"", 1
+    params = CodingParams() if version > 4 else CodingParams(adaptation=0)
     if flags & FLAG_MODEL:
         model = r.text(LIMITS["model"], "model name")
         weights = r.take(HASH_BYTES)
         if flags & FLAG_PARAMS:
-            params = CodingParams(*(r.varint(*RANGES[f.name], f.name.replace("_", " "))
-                                    for f in fields(CodingParams)))
+            stored = fields(CodingParams)[:V4_PARAMS if version < 5 else None]
+            params = replace(params, **{f.name: r.varint(*RANGES[f.name], f.name.replace("_", " ")) for f in stored})
         try:
             params.check()
         except ValueError as e:

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from .config import Config
 
 ASSETS = Path(str(files("vaezip.assets")))     # shipped weights, MODELS.md and reference images
+VERSIONS = ASSETS / "versions"                 # every earlier version of a shipped model: NAME-HASH.safetensors
 
 
 TORCH_SUBPIXELS = 1 << 21      # jobs of this many model-coded subpixels run the networks in torch (see load_network)
@@ -50,9 +51,9 @@ def save_model(model, path: Path, info: dict | None = None) -> None:
     save_file(tensors, str(path), metadata=meta)
 
 
-def resolve(name_or_path: str) -> Path:
-    """A shipped model name (``photo``, ``cifar10``, ``mnist``), the name of a model in a folder listed in
-    $VAEZIP_MODELS, or a path to a .safetensors file."""
+def resolve(name_or_path: str | Path) -> Path:
+    """A shipped model name (``photo``, ``cifar10``, ``mnist``: their current versions), the name of a model in a
+    folder listed in $VAEZIP_MODELS, or a path to a .safetensors file."""
     path = Path(name_or_path)
     if path.suffix == ".safetensors":
         if not path.is_file():
@@ -72,24 +73,33 @@ def weights_hash(path: Path) -> bytes:
 
 
 def shipped_models() -> list[str]:
+    """The names of the shipped models (their current versions)."""
     return sorted(p.stem for p in ASSETS.glob("*.safetensors"))
 
 
-def shipped(name_or_path: str) -> bool:
+def shipped_files() -> list[Path]:
+    """Every version of every shipped model: the current ones, then the earlier ones. A version is never replaced,
+    only added, so that every .vz file ever written decodes."""
+    return sorted(ASSETS.glob("*.safetensors")) + sorted(VERSIONS.glob("*.safetensors"))
+
+
+def shipped(name_or_path: str | Path) -> bool:
     """Whether a model is one of the shipped files (a .vz file names it by its weights hash alone)."""
-    return resolve(name_or_path).resolve().parent == ASSETS.resolve()
+    return resolve(name_or_path).resolve().parent in (ASSETS.resolve(), VERSIONS.resolve())
 
 
-def shipped_with_hash(prefix: bytes) -> str | None:
-    """The shipped model whose weights hash starts with ``prefix`` (at least 8 bytes), if any."""
+def shipped_with_hash(prefix: bytes) -> Path | None:
+    """The shipped model version whose weights hash starts with ``prefix`` (at least 8 bytes), if any."""
     if len(prefix) < 8:
         return None
-    for name in shipped_models():
-        path = (ASSETS / f"{name}.safetensors").resolve()
-        stat = path.stat()
-        if _file_hash(path, stat.st_mtime_ns, stat.st_size).startswith(prefix):
-            return name
-    return None
+    return next((path for path in shipped_files() if file_hash(path).startswith(prefix)), None)
+
+
+def file_hash(path: Path) -> bytes:
+    """``weights_hash`` of a file, read once per version of it."""
+    path = path.resolve()
+    stat = path.stat()
+    return _file_hash(path, stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=16)
@@ -98,7 +108,7 @@ def _file_hash(path: Path, mtime: int, size: int) -> bytes:
     return weights_hash(path)
 
 
-def load_model(name_or_path: str, device: str = "cpu"):
+def load_model(name_or_path: str | Path, device: str = "cpu"):
     """(torch ``model.VAE`` in frozen eval mode on ``device``, model name, weights hash), loaded once per process
     and file version; callers must not modify it."""
     path = resolve(name_or_path)
@@ -106,7 +116,7 @@ def load_model(name_or_path: str, device: str = "cpu"):
     return _load(path.resolve(), stat.st_mtime_ns, stat.st_size, device)
 
 
-def load_network(name_or_path: str, device: str = "cpu", subpixels: int = 0, backend: str | None = None):
+def load_network(name_or_path: str | Path, device: str = "cpu", subpixels: int = 0, backend: str | None = None):
     """(the ``network.Network`` the coder runs, model name, weights hash), loaded once per process and file
     version; ``backend`` one of BACKENDS, or None to choose by the job.
 
@@ -191,3 +201,23 @@ def model_info(path: Path) -> dict:
     """The free-form training record stored with the weights."""
     return json.loads(_metadata(path).get("info", "{}"))
 
+
+def catalogue() -> list[dict]:
+    """Every model this vaezip can use: the shipped ones (each current version, then its earlier versions) and those
+    in the folders of $VAEZIP_MODELS, with their weights hash and what their training recorded."""
+    user = [p for folder in os.environ.get("VAEZIP_MODELS", "").split(os.pathsep) if folder
+            for p in sorted(Path(folder).glob("*.safetensors"))]
+    rows = []
+    for path, where in [(p, "shipped") for p in shipped_files()] + [(p, "user") for p in user]:
+        earlier = path.parent.resolve() == VERSIONS.resolve()
+        row = {"name": path.stem.rsplit("-", 1)[0] if earlier else path.stem, "hash": file_hash(path)[:8].hex(),
+               "where": "earlier version" if earlier else where, "path": path}
+        try:
+            info = model_info(path)
+            row.update(parameters=info.get("parameters"), dataset=info.get("dataset"), steps=info.get("steps"),
+                       validation_bpd=info.get("validation_bpd"), validation=info.get("validation"),
+                       data=info.get("data"))
+        except (OSError, KeyError, ValueError):
+            row["error"] = "not a vaezip model"
+        rows.append(row)
+    return rows
