@@ -231,9 +231,26 @@ def test_bound_refuses_colour_images_for_a_grayscale_model(tiny_gray, tmp_path):
     fails(["bound", str(tmp_path / "c.png"), "--model", tiny_gray], tmp_path, "is grayscale and cannot code colour")
 
 
-def test_version_option():
+def test_version_option_lists_every_model_version(tmp_path, tiny_gray, monkeypatch):
+    """--version names the package's version and every model present, the earlier versions of shipped models and the
+    models of $VAEZIP_MODELS included; ``vaezip models`` adds their cards and refuses nothing it cannot read."""
+    from importlib.metadata import version
+    from vaezip.nets.weights import file_hash, shipped_files
+    monkeypatch.setenv("VAEZIP_MODELS", str(Path(tiny_gray).parent))
     res = CliRunner().invoke(main, ["--version"])
-    assert res.exit_code == 0 and res.output.startswith("vaezip, version ")
+    lines = res.output.splitlines()
+    assert res.exit_code == 0 and lines[0] == f"vaezip {version('vaezip-codec')}"
+    assert {line.split()[1] for line in lines[1:]} == \
+        {file_hash(p)[:8].hex() for p in shipped_files() + [Path(tiny_gray), Path(tiny_gray).with_name("tiny_rgb.safetensors")]
+         if p.exists()}
+    assert any("earlier version" in line and line.split()[0] == "cifar10" for line in lines)
+    (Path(tiny_gray).parent / "junk.safetensors").write_bytes(b"not a model")
+    try:
+        res = CliRunner().invoke(main, ["models"])
+    finally:
+        (Path(tiny_gray).parent / "junk.safetensors").unlink()
+    assert res.exit_code == 0 and "junk" in res.output and "not a vaezip model" in res.output
+    assert "photo " in res.output and "validation" in res.output
 
 
 def test_verify_reports_success(tiny_rgb, tmp_path):
