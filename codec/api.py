@@ -35,15 +35,17 @@ def picture(image, name: str = "image") -> Picture:
 
 
 def compress(images, model: str | None = None, *, names: Sequence[str] | None = None, tile: int = 256,
-             batch: int = 4, particles: int = 1, classical: bool = True, effort: str = "default", device: str = "cpu",
-             backend: str | None = None, strip: bool = False, progress=None) -> bytes:
+             batch: int = 4, particles: int = 1, adaptation: bool = True, classical: bool = True,
+             effort: str = "default", device: str = "cpu", backend: str | None = None, strip: bool = False,
+             progress=None) -> bytes:
     """.vz bytes of one image, or of a list of images as one archive (bits back chained across them).
 
     ``images``: PIL images, uint8/uint16 NumPy arrays (H x W or H x W x C) or ``Picture``s. ``model``: a shipped
     model name, a model in $VAEZIP_MODELS or a .safetensors path; by default the shipped model that codes these
     images shortest. ``names``: file names stored in an archive (default: none stored; decoders call the images
     ``image0.png``, ...). ``particles``: importance samples per tile (Monte Carlo bits back: closer to the IWAE
-    bound, that many times slower). The other options: ``options.Options``.
+    bound, that many times slower). ``adaptation``: correct the model's means from the residuals coded so far and
+    by the encoder's mean offsets (``coding.adaptation``). The other options: ``options.Options``.
     """
     from .pipeline import compress as encode
     archive = isinstance(images, (list, tuple))
@@ -54,8 +56,8 @@ def compress(images, model: str | None = None, *, names: Sequence[str] | None = 
     pictures = [picture(im, n or f"image {i}") for i, (im, n) in enumerate(zip(items, names))]
     if strip:
         pictures = [p.stripped() for p in pictures]
-    options = Options(model, CodingParams(tile=tile, batch=batch, particles=particles), classical, effort, device,
-                      backend, strip)
+    params = CodingParams(tile=tile, batch=batch, particles=particles, adaptation=int(adaptation))
+    options = Options(model, params, classical, effort, device, backend, strip)
     return encode(pictures, names, options, archive, progress)
 
 

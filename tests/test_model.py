@@ -20,7 +20,7 @@ from conftest import TINY, calibrated_model, smooth_image
 
 def choose(x: torch.Tensor, mix: Mixture) -> torch.Tensor:
     """``choose_offsets`` for a stage's tensors: (B, C) int64."""
-    return torch.from_numpy(choose_offsets(x.numpy(), mix.map(lambda v: v.double().numpy())))
+    return torch.from_numpy(choose_offsets(x.numpy(), mix.map(lambda v: v.double().numpy()))[1])
 
 
 def shifted(mix: Mixture, picks: torch.Tensor) -> Mixture:

@@ -49,7 +49,7 @@ for name, pic in pictures.items():
         hashes[f"{name} {backend}"] = digest.hexdigest()
     assert len({hashes[f"{name} {backend}"] for backend in BACKENDS}) == 1
     if encode_dir != "-":
-        data = vaezip.compress(pic, name, tile=32, batch=2, classical=False)
+        data = vaezip.compress(pic, name, tile=64, batch=2, classical=False)   # photo: adapted 64 x 64 tiles
         assert unpack(data)[0].model_coded
         Path(encode_dir, name + ".vz").write_bytes(data)
 for folder in decode_dirs:

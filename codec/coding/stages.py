@@ -13,8 +13,8 @@ import numpy as np
 
 from ..entropy import codecs
 from ..format.container import CodingParams
-from .adaptation import Feedback
-from .offsets import NO_SHIFT, SCALE_CDF, SCALE_OFFSETS, choose_offsets
+from .adaptation import ADAPTED_PIXELS, Feedback
+from .offsets import MEAN_CDF, MEAN_OFFSETS, NO_SHIFT, SCALE_CDF, SCALE_OFFSETS, choose_offsets
 from .tiles import PAD, gather, mask, plan_batches, plan_tiles
 
 
@@ -31,7 +31,8 @@ class TileCoder:
         """The description of q(x|z) for latent buckets ``z`` and a batch of pixels of ``x_shape`` (B, C, ph, pw)
         whose real pixels are ``real`` (``codecs.Sequence``): per stage and channel, the tiles' scale-offset indices
         (unless ``offsets`` is False: then none, and no offset), then the pixels; with the coding parameters'
-        ``adaptation``, each stage's means corrected by the residuals of the stages before it (``adaptation``).
+        ``adaptation``, on tiles of ADAPTED_PIXELS or more, each stage's means corrected by the residuals of the
+        stages before it (``adaptation``) and shifted by the tiles' mean offsets, coded before each scale offset.
 
         Encoding passes the pixels ``x`` and picks the offsets; decoding passes None and fills x in as it goes.
         ``info``: encoding adds the information content of each tile's symbols, -log2 of their probabilities in
@@ -41,19 +42,24 @@ class TileCoder:
         if not encoding:
             x = np.full(x_shape, PAD, np.uint8)
         tiles = np.arange(len(x))
-        offset_codec, no_shift = codecs.Categorical(SCALE_CDF, len(x)), np.full(len(x), NO_SHIFT)
-        feedback = Feedback(x_shape[1]) if self.params.adaptation else None
+        scale_codec, no_shift = codecs.Categorical(SCALE_CDF, len(x)), np.full(len(x), NO_SHIFT)
+        mean_codec = codecs.Categorical(MEAN_CDF, len(x))
+        adapt = self.params.adaptation and offsets and x_shape[2] * x_shape[3] >= ADAPTED_PIXELS
+        feedback = Feedback(*x_shape[:2]) if adapt else None
         for (ys, xs), mix in self.net.stages(self._features(z, x_shape), x):
             stage, ms = x[:, :, ys, xs], real[:, ys, xs]
             coded = mix
             if feedback is not None:
                 coded, buckets = feedback.correct(mix, x_shape[1])
-            picks = choose_offsets(stage, coded, ms) if encoding and offsets else None
+            shifts, scales = choose_offsets(stage, coded, ms, adapt) if encoding and offsets else (None, None)
             owner = np.nonzero(ms)[0] if info is not None else None
             for c in range(x_shape[1]):
                 pick = no_shift
+                if adapt:
+                    shift = yield from _step(mean_codec, shifts[:, c] if encoding else None, tiles, info)
+                    coded = coded.with_means(c, MEAN_OFFSETS[shift])
                 if offsets:
-                    pick = yield from _step(offset_codec, picks[:, c] if encoding else None, tiles, info)
+                    pick = yield from _step(scale_codec, scales[:, c] if encoding else None, tiles, info)
                 plane = stage[:, c]
                 plane[ms] = yield from _step(self._pixels(coded, stage, ms, c, pick),
                                              plane[ms] if encoding else None, owner, info)

@@ -30,5 +30,11 @@ class Mixture:
     def with_log_scales(self, log_scales) -> Mixture:
         return replace(self, log_scales=log_scales)
 
+    def with_means(self, c: int, shift) -> Mixture:
+        """Every component's mean of channel c shifted by ``shift`` (B,), levels (NumPy)."""
+        means = self.means.copy()
+        means[:, :, c] += shift[:, None, None, None]
+        return replace(self, means=means)
+
     def map(self, fn) -> Mixture:
         return Mixture(*(fn(v) for v in (self.logit_weights, self.means, self.log_scales, self.coefficients)))

@@ -59,7 +59,7 @@ def with_offsets(x: torch.Tensor, mix: Mixture, mask: torch.Tensor | None) -> tu
     (B, C)."""
     arrays = mix.map(lambda v: v.detach().cpu().double().numpy())
     picks = torch.from_numpy(choose_offsets(x.detach().cpu().numpy(), arrays,
-                                            None if mask is None else mask.cpu().numpy()))
+                                            None if mask is None else mask.cpu().numpy())[1])
     offsets = torch.from_numpy(SCALE_OFFSETS).to(mix.log_scales)[picks.to(mix.log_scales.device)]
     shifted = (mix.log_scales + offsets[:, None, :, None, None]).clamp(*LOG_SCALE_RANGE)
     return mix.with_log_scales(shifted), torch.from_numpy(OFFSET_NATS)[picks]
