@@ -72,8 +72,10 @@ class Feedback:
                                      BUCKETS - 1).astype(np.int64)]
             inside = real & (means.min(1) > margin) & (means.max(1) < 255 - margin)
             residual = stage[:, c][inside] - mean[inside]
-            fine, coarse = np.rint(residual * FINE).astype(np.int64), np.rint(residual * COARSE).astype(np.int64)
-            where = (np.nonzero(inside)[0], c, buckets[:, c][inside])
-            np.add.at(self.sums, where, fine)
-            np.add.at(self.squares, where, coarse * coarse)
-            np.add.at(self.counts, where, 1)
+            fine, coarse = np.rint(residual * FINE), np.rint(residual * COARSE)
+            where = np.nonzero(inside)[0] * BUCKETS + buckets[:, c][inside]            # (tile, bucket), flat
+            size = len(self.sums) * BUCKETS
+            # float64 sums of integers are exact below 2^53 (here below 2^45: 65536 pixels of at most 2^23 each)
+            self.sums[:, c] += np.bincount(where, fine, size).astype(np.int64).reshape(-1, BUCKETS)
+            self.squares[:, c] += np.bincount(where, coarse * coarse, size).astype(np.int64).reshape(-1, BUCKETS)
+            self.counts[:, c] += np.bincount(where, None, size).reshape(-1, BUCKETS)
