@@ -5,6 +5,7 @@ it allocates anything.
 """
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import astuple, dataclass, field, fields, replace
@@ -168,11 +169,26 @@ def safe_name(name: str) -> bool:
     return name not in ("", ".", "..") and not UNSAFE_NAME_CHARS & set(name) and name.isprintable()
 
 
+NUMBER = re.compile(r"(\d+)(?=\D*$)")   # the last run of digits of a name
+
+
+def next_name(name: str) -> str | None:
+    """The name that follows ``name`` in a numbered series: its last number plus one, as wide as it was
+    (``mnist_00009.png`` -> ``mnist_00010.png``), or None for a name without a number."""
+    match = NUMBER.search(name)
+    if match is None:
+        return None
+    number = str(int(match[1]) + 1).zfill(len(match[1]))
+    return name[:match.start()] + number + name[match.end():]
+
+
 def _records(header: Header) -> bytes:
-    out = bytearray()
+    out, previous = bytearray(), None
     for im in header.images:
-        if header.archive:
-            out += _bytes(im.name.encode())
+        if header.archive:                    # a name that continues a numbered series costs one byte
+            series = previous is not None and next_name(previous) == im.name
+            out += b"\1" if series else b"\0" + _bytes(im.name.encode())
+            previous = im.name
         out += bytes([im.kind.code, im.coding]) + _varint(im.height) + _varint(im.width) + _bytes(im.icc)
         out += _bytes(im.palette) + _varint(len(im.metadata))
         for key, value in im.metadata:
@@ -244,11 +260,11 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     archive = bool(flags & FLAG_ARCHIVE)
     if flags & FLAG_DEFLATED:
         table = _Reader(_inflate(r.blob(len(data), "image table"), count))
-        images = _parse_records(table, count, archive, len(data))
+        images = _parse_records(table, count, archive, len(data), version)
         if table.pos != len(table.data):
             raise FormatError("corrupt .vz file: trailing bytes in the image table")
     else:
-        images = _parse_records(r, count, archive, len(data))
+        images = _parse_records(r, count, archive, len(data), version)
     if sum(im.coded_bytes for im in images) > len(data):
         raise FormatError("corrupt .vz file: the images' bytes exceed the file")
     checksum = r.take(CHECKSUM_BYTES)
@@ -282,11 +298,18 @@ def _inflate(data: bytes, count: int) -> bytes:
     return out
 
 
-def _parse_records(r: _Reader, count: int, archive: bool, file_size: int) -> list[ImageRecord]:
-    images = []
+def _parse_records(r: _Reader, count: int, archive: bool, file_size: int, version: int) -> list[ImageRecord]:
+    images, name = [], None
     codes = {m.code: name for name, m in MODES.items()}
     for _ in range(count):
-        name = r.text(LIMITS["name"], "image name") if archive else ""
+        if not archive:
+            name = ""
+        elif version < 5 or r.varint(0, 1 if name is not None else 0, "image name code") == 0:
+            name = r.text(LIMITS["name"], "image name")
+        else:
+            name = next_name(name)
+            if name is None or len(name.encode()) > LIMITS["name"]:
+                raise FormatError("corrupt .vz file: a numbered image name after a name without a number")
         if name and not safe_name(name):
             raise FormatError(f"corrupt .vz file: unsafe image name {name!r}")
         mode, coding = codes.get(r.take(1)[0]), r.take(1)[0]
