@@ -25,9 +25,10 @@ def friendly(fn):
         from .format.container import FormatError
         from .format.image import ImageError
         from .nets.weights import ModelError
+        from .training.images import DataError
         try:
             return fn(*args, **kwargs)
-        except (Failure, FormatError, ImageError, ModelError) as e:
+        except (Failure, FormatError, ImageError, ModelError, DataError) as e:
             raise click.ClickException(str(e)) from None
         except OSError as e:
             raise click.ClickException(f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")) from None
@@ -108,31 +109,6 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[tuple[str, str]]:
     return out
 
 
-def output_names(names: list[str]) -> list[str]:
-    """Unique PNG file names for the images of an archive (compared case-insensitively).
-
-    An image stored without a name is called ``image<i>.png`` (i counts from 0); a PNG keeps its name; another image
-    becomes STEM.png unless another image wants that name, then NAME.png (``x.bmp`` -> ``x.bmp.png``); an image whose
-    name is still taken gets a number (``x-2.png``)."""
-    names = [n or f"image{i}.png" for i, n in enumerate(names)]
-    is_png = [n.lower().endswith(".png") for n in names]
-    stems = [Path(n).stem + ".png" for n in names]
-    claims = Counter(s.lower() for s, png in zip(stems, is_png) if not png)
-    claims.update(n.lower() for n, png in zip(names, is_png) if png)
-    wanted = [n if png else s if claims[s.lower()] == 1 else n + ".png" for n, s, png in zip(names, stems, is_png)]
-    used, seen, out = {w.lower() for w in wanted}, set(), []
-    for w in wanted:
-        if w.lower() in seen:
-            k = 2
-            while f"{w[:-4]}-{k}.png".lower() in used:
-                k += 1
-            w = f"{w[:-4]}-{k}.png"
-            used.add(w.lower())
-        seen.add(w.lower())
-        out.append(w)
-    return out
-
-
 def print_version(ctx, _, value) -> None:
     """--version: the package's version and every model version present (a file names its weights by hash)."""
     if not value or ctx.resilient_parsing:
@@ -197,16 +173,31 @@ def coding_options(fn):
 @click.option("--strip", is_flag=True, help="Drop EXIF, XMP, text, dpi and gamma (ICC and transparency stay).")
 @click.option("--verify", is_flag=True, help="Decode the result before writing it and check every pixel.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary, no warnings.")
+@click.option("--jobs", type=click.IntRange(1), default=None,
+              help="A dataset: code each image (or each --shard) on its own, in this many processes; -o names a "
+                   "folder [default: each .vz beside its image].")
+@click.option("--shard", type=click.IntRange(1), default=None,
+              help="A dataset in archives of this many images each: -o FOLDER/shard-00000.vz, ...")
 @friendly
 def compress(inputs, output, model, force, device, batch_size, particles, tile, classical, effort, strip, verify,
-             quiet):
-    """Compress one image to a .vz file, or several images / folders into one .vz archive."""
+             quiet, jobs, shard):
+    """Compress one image to a .vz file, several images / folders into one .vz archive, or a whole dataset in
+    parallel (--jobs, --shard)."""
     from .api import compress as encode, decompress as decode
     from .format.container import unpack
     from .format.image import is_lossy, read_image
 
     device = select_device(device)
     items = expand_inputs(inputs)
+    if jobs or shard:
+        from .datasets import compress_job, per_image, shards
+        if shard and not output:
+            raise Failure("--shard writes several archives: name their folder with -o FOLDER")
+        options = dict(model=model, tile=tile, batch=batch_size, particles=particles, classical=classical,
+                       effort=effort, device=device, strip=strip)
+        work = shards(items, shard, output, verify=verify, **options) if shard else \
+            per_image(items, output, verify=verify, **options)
+        return run_dataset(work, compress_job, jobs or 1, force, quiet, "compress")
     archive = len(items) > 1 or any(i != "-" and Path(i).is_dir() for i in inputs)
     if archive and output is None:
         raise Failure("several inputs make one archive: name it with -o SET.vz")
@@ -242,6 +233,36 @@ def compress(inputs, output, model, force, device, batch_size, particles, tile, 
                    err=output == "-")
 
 
+def run_dataset(work: list, job, processes: int, force: bool, quiet: bool, desc: str) -> None:
+    """Run dataset jobs with one progress bar (images) and a summary; each failed job is one line on stderr."""
+    from tqdm import tqdm
+
+    from .datasets import run
+    if desc == "compress":
+        refuse_existing([Path(j.output) for j in work], force)
+    else:
+        refuse_existing([Path(j.output + ".png") for j in work] + [Path(j.output) for j in work
+                                                                   if Path(j.output).is_file()], force)
+    t0 = time.perf_counter()
+    failed, done = [], []
+    with tqdm(total=sum(len(j.inputs) for j in work), unit="img", desc=desc, delay=1.0, leave=False,
+              file=sys.stderr, disable=quiet or not sys.stderr.isatty()) as bar:
+        for outcome in run(work, job, processes, bar.update):
+            (failed if outcome.error else done).append(outcome)
+    for outcome in failed:
+        click.echo(f"error: {outcome.error}", err=True)
+    seconds = time.perf_counter() - t0
+    if not quiet and done:
+        images = sum(o.images for o in done)
+        coded = sum(o.bytes_out if desc == "compress" else o.bytes_in for o in done)
+        click.echo(f"{images} images, {len(done)} files: {sum(o.bytes_in for o in done):,} -> "
+                   f"{sum(o.bytes_out for o in done):,} bytes, {8 * coded / sum(o.subpixels for o in done):.4f} "
+                   f"bits/subpixel; {seconds:.1f} s, {images / seconds:.1f} images/s in {processes} process(es)")
+    if failed:
+        raise Failure(f"all {len(work)} jobs failed" if not done else
+                      f"{len(failed)} of {len(work)} jobs failed (above); the others were written")
+
+
 def model_of(header) -> str:
     """The name of the model that coded a file's images: a shipped name, the name the file records, or "none"."""
     from .nets.weights import shipped_with_hash
@@ -252,27 +273,37 @@ def model_of(header) -> str:
 
 
 @main.command()
-@click.argument("input")
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", default=None,
-              help="Output PNG, or folder for an archive [default: INPUT with suffix .png / without suffix].")
+              help="Output PNG, or folder for an archive or for several inputs [default: INPUT with suffix .png / "
+                   "without suffix].")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--model", default=None, help="Weights file, for .vz files made with a model that is not shipped.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
+@click.option("--jobs", type=click.IntRange(1), default=None, help="Decode several .vz files in this many processes.")
 @friendly
-def decompress(input, output, force, model, device, quiet):
-    """Restore the exact pixels (and mode, alpha, ICC profile) of a .vz file or archive."""
+def decompress(inputs, output, force, model, device, quiet, jobs):
+    """Restore the exact pixels (and mode, alpha, ICC profile) of a .vz file or archive, or of many (.vz files and
+    folders of them) in parallel with --jobs."""
     from .api import decompress as decode
     from .format.container import unpack
     from .format.image import write_png
 
     device = select_device(device)
+    if jobs or len(inputs) > 1 or any(i != "-" and Path(i).is_dir() for i in inputs):
+        from .datasets import decompress_job, restorations
+        files = [str(f) for i in inputs for f in (sorted(Path(i).glob("*.vz")) if Path(i).is_dir() else [Path(i)])]
+        work = restorations(files, output, model=model, device=device)
+        return run_dataset(work, decompress_job, jobs or 1, force, quiet, "decompress")
+    input = inputs[0]
     data = read_input(input)
     header, _ = unpack(data)
     if header.archive:
         folder = Path(output) if output else Path(input).with_suffix("")
         if folder.exists() and not folder.is_dir():
             raise Failure(f"{folder}: exists and is not a folder")
+        from .datasets import output_names
         targets = [folder / n for n in output_names([r.name for r in header.images])]
     else:
         default = "-" if input == "-" else str(Path(input).with_suffix(".png"))
@@ -374,32 +405,50 @@ def demo(model):
 
 
 @main.command()
-@click.argument("dataset", type=click.Choice(["mnist", "cifar10", "photo"]))
-@click.option("--steps", type=int, required=True, help="Optimizer steps in total (resumes up to this count).")
-@click.option("--batch", type=int, default=32, show_default=True)
-@click.option("--crop", type=int, default=64, show_default=True, help="Crop size for photo training.")
-@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.argument("source")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Stop after this many optimizer steps.")
+@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after this much time (with --steps too: whichever comes first; the schedule follows both).")
+@click.option("--init", default="auto", show_default=True,
+              help="Weights to fine-tune (a model name or .safetensors file), auto (the shipped model of a built-in "
+                   "dataset, else photo) or none (from scratch).")
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True, help="Global batch (all processes).")
+@click.option("--crop", type=click.IntRange(4), default=None,
+              help="Training crop side [default: the images' typical side, at most 64].")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Peak learning rate [default: 3e-4 fine-tuning, 2e-3 from scratch].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-every", type=int, default=500, show_default=True)
+@click.option("--eval-every", type=click.IntRange(1), default=500, show_default=True,
+              help="Steps between measurements of the held-out images (with --minutes, also every tenth of it).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--stop-at", type=int, default=None,
-              help="Pause after this step (checkpointed); a later run with the same --steps resumes the schedule.")
-@click.option("--init", default=None, help="Start from these weights (e.g. a shipped model) if no checkpoint exists; "
-              "the preset may have more residual blocks per stage (they start as the identity).")
+@click.option("--stop-at", type=click.IntRange(1), default=None,
+              help="Pause after this step (checkpointed); a later run with the same settings resumes.")
 @click.option("--samples", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Importance samples of the objective: 1 trains on the ELBO, M > 1 on the IWAE bound.")
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Random horizontal flips of the crops.")
 @click.option("--data", "data_root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Dataset folder [default: ../shared/data].")
+              help="Where the built-in datasets are [default: ../shared/data].")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Checkpoint folder [default: runs/DATASET].")
+              help="Checkpoint and log folder [default: runs/NAME].")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Exported weights [default: runs/DATASET/DATASET.safetensors].")
+              help="The model file [default: RUN_DIR/NAME.safetensors].")
 @friendly
-def train(dataset, steps, batch, crop, lr, seed, eval_every, device, stop_at, init, samples, data_root, run_dir, out):
-    """Train a model on DATASET (resumes from the run folder's checkpoint)."""
+def train(source, steps, minutes, init, batch, crop, lr, seed, eval_every, device, stop_at, samples, flip, data_root,
+          run_dir, out):
+    """Train a model on SOURCE: a built-in dataset (mnist, cifar10, photo), a folder of images (searched
+    recursively), a glob pattern or a .txt list of image paths. Resumes from the run folder's checkpoint; several
+    processes with torchrun --nproc-per-node N -m vaezip train ..."""
     from .training.train import TrainSettings, train as run
 
-    run_dir = run_dir or Path("runs") / dataset
-    info = run(TrainSettings(dataset, steps, batch, crop, lr, seed, eval_every, device, init, stop_at, samples),
-               run_dir, out or run_dir / f"{dataset}.safetensors", data_root)
-    click.echo(f"trained {dataset}: validation -ELBO {info['validation_bpd']} bpd in {info['wall_seconds']} s")
+    if not steps and not minutes:
+        raise click.UsageError("give --steps or --minutes (or both)")
+    name = Path(source.rstrip("/")).stem.split("*")[0] or "model"
+    run_dir = run_dir or Path("runs") / name
+    out = out or run_dir / f"{name}.safetensors"
+    info = run(TrainSettings(source, steps, minutes, batch, crop, lr, seed, eval_every, device, init, stop_at, samples,
+                             flip, data_root), run_dir, out)
+    if info:
+        skipped = info["images"].get("skipped")
+        click.echo(f"trained {out}: {info['data']}{f' ({skipped} skipped)' if skipped else ''}; {info['steps']} "
+                   f"steps, {info['minutes']} min; held-out {info['validation_bpd']} bits/subpixel, JPEG XL "
+                   f"{info['validation_jpeg_xl_bpd']} on the same images")

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 from PIL import Image
 
 import vaezip
-from vaezip.cli import main, output_names
+from vaezip.cli import main
+from vaezip.datasets import output_names
 from vaezip.format.container import VERSION, CodingParams, FormatError, pack, unpack
 from vaezip.nets.weights import ASSETS
 from conftest import png_bytes, smooth_image

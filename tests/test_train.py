@@ -56,21 +56,23 @@ def test_grow_refuses_other_architectures(other):
 @needs_mnist
 def test_train_resume_and_export(tmp_path):
     run, out = tmp_path / "run", tmp_path / "m.safetensors"
-    train(TrainSettings("mnist", steps=3, batch=4, eval_every=5, stop=2), run, out)   # pauses after step 2
-    train(TrainSettings("mnist", steps=3, batch=4, eval_every=5), run, out)           # resumes at step 2
+    settings = TrainSettings("mnist", steps=3, batch=4, eval_every=5, init="none")
+    train(replace(settings, stop=2), run, out)                                # pauses after step 2
+    train(settings, run, out)                                                 # resumes at step 2
     straight = tmp_path / "straight"
-    train(TrainSettings("mnist", steps=3, batch=4, eval_every=5), straight, tmp_path / "s.safetensors")
+    train(settings, straight, tmp_path / "s.safetensors")
     resumed = torch.load(run / "checkpoint.pt", weights_only=False)
     direct = torch.load(straight / "checkpoint.pt", weights_only=False)
     assert resumed["step"] == direct["step"] == 3
     for k, v in direct["model"].items():
         assert torch.equal(v, resumed["model"][k]), k                             # fixed seeds, exact resume
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [2, 3] and all(r["val_bpd"] > 0 for r in log)
+    assert [r["step"] for r in log] == [2, 3] and all(r["val_bpd"] > 0 and r["jpeg_xl_bpd"] > 0 for r in log)
     model, _, _ = load_model(str(out))
     assert model.config.channels == 1 and model_info(out)["steps"] == 3
+    assert model_info(out)["quantized_from_step"] == 2                        # the first at QUANT_FROM of 3
     continued = tmp_path / "continued.safetensors"
-    train(TrainSettings("mnist", steps=1, batch=4, eval_every=5, init=str(out)), tmp_path / "run2", continued)
+    train(replace(settings, steps=1, init=str(out)), tmp_path / "run2", continued)
     history = model_info(continued)["init"]
     assert history["steps"] == 3 and history["stage_blocks"] == model.config.stage_blocks
 

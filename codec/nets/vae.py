@@ -159,12 +159,16 @@ class VAE(nn.Module):
 
     def log_weights(self, x: torch.Tensor, samples: int, beta: float = 1.0, mask: torch.Tensor | None = None,
                     channels: int | None = None, offsets=None, generator: torch.Generator | None = None,
-                    posterior: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                    posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    noise: torch.Tensor | None = None) -> torch.Tensor:
         """Importance weights log q(x|z_i) + beta (log q(z_i) - log p(z_i|x)) in nats, (samples, B), for z_i drawn
         from the posterior; -log mean exp over the samples is the IWAE bound (with beta = 1). ``posterior``: p(z|x)'s
-        (mean, log std) when the caller has them already."""
+        (mean, log std) when the caller has them already; ``noise``: the standard normal draws (samples, *mean.shape)
+        when the caller has drawn them."""
         mean, log_std = posterior if posterior is not None else self.posterior(x)
-        z = mean + torch.randn((samples, *mean.shape), generator=generator).to(mean) * log_std.exp()
+        if noise is None:
+            noise = torch.randn((samples, *mean.shape), generator=generator)
+        z = mean + noise.to(mean) * log_std.exp()
         repeat = lambda t: None if t is None else t.expand(samples, *t.shape).flatten(0, 1)
         log_lik = self.log_likelihood(repeat(x), z.flatten(0, 1), repeat(mask), channels, offsets)
         log_prior = _log_normal(z, torch.zeros_like(mean), torch.zeros_like(log_std))

@@ -49,8 +49,10 @@ def load_photos(split: str, root: Path | None = None) -> list[np.ndarray]:
     return [_read_rgb(p) for p in chosen]
 
 
-def random_crops(images: list[np.ndarray], count: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` random size x size crops with random horizontal flips, (count, C, size, size) uint8."""
+def random_crops(images: list[np.ndarray], count: int, size: int, rng: np.random.Generator,
+                 flip: bool = True) -> np.ndarray:
+    """``count`` random size x size crops (with ``flip``, half of them flipped horizontally), (count, C, size, size)
+    uint8."""
     out = np.empty((count, images[0].shape[0], size, size), np.uint8)
     picks = rng.integers(len(images), size=count)
     for i, k in enumerate(picks):
@@ -58,7 +60,7 @@ def random_crops(images: list[np.ndarray], count: int, size: int, rng: np.random
         y = rng.integers(im.shape[1] - size + 1)
         x = rng.integers(im.shape[2] - size + 1)
         crop = im[:, y:y + size, x:x + size]
-        out[i] = crop[:, :, ::-1] if rng.random() < 0.5 else crop
+        out[i] = crop[:, :, ::-1] if flip and rng.random() < 0.5 else crop
     return out
 
 
