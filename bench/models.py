@@ -98,8 +98,9 @@ def latent_kl(model: VAE, name: str, root: Path | None = None, images: int = KL_
             mean, log_std = model.posterior(torch.from_numpy(np.repeat(x, model.config.channels // x.shape[1], 1)))
         kl_bits += float(kl_to_prior(mean.double(), log_std.double()).sum()) / math.log(2)
         subpixels += int(mask(group).sum()) * x.shape[1]
-    return (f"KL {kl_bits / subpixels:.4f} bits/subpixel on the first {len(planes)} {TEST_SETS[name]} images "
-            f"({model.config.latent} channels at stride {model.config.stride})")
+    where = f"the {len(planes)} Kodak photos" if name == "photo" else f"the first {len(planes)} {TEST_SETS[name]} images"
+    return (f"KL {kl_bits / subpixels:.5f} bits/subpixel on {where} ({model.config.latent} latent channel(s) at "
+            f"stride {model.config.stride})")
 
 
 def ship(name: str, weights: Path) -> Path:
@@ -151,7 +152,7 @@ def models_md() -> str:
                   "levels fill it up to z's stride with the first level's networks") if c.coarse_levels else ""
         lines += [f"## `{path.stem}`", "",
                   f"- architecture: VAE, latent {c.latent} channels at stride {c.stride}; decoder in "
-                  f"{model.num_stages} sub-grid stages (levels={c.levels}{coarse}), stage width {c.stage_width}, "
+                  f"{c.num_stages} sub-grid stages (levels={c.levels}{coarse}), stage width {c.stage_width}, "
                   f"{c.stage_blocks} residual block(s) per stage, {c.mixtures}-component discretized logistic "
                   f"mixture per subpixel{' with linear channel dependence' if c.channels == 3 else ''}; encoder "
                   f"width {c.width}",

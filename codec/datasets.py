@@ -14,11 +14,13 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path, PurePosixPath
 
 SHARD_NAME = "shard-{:05d}.vz"
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
@@ -114,13 +116,31 @@ def run(jobs: list[Job], work, processes: int = 1, progress=None):
             yield _guarded(work, job)
             progress and progress(len(job.inputs))
         return
-    context = get_context("spawn")          # no state shared with this process (threads, torch, numba)
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker) as pool:
-        futures = [pool.submit(_guarded, work, job) for job in jobs]
+    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+        # Each worker computes with one thread: the processes are the parallelism (several threads each would
+        # contend for the cores and take twice as long). The libraries read these as they load, and the workers
+        # start as the jobs are submitted.
+        with _environment(SINGLE_THREADED):
+            futures = [pool.submit(_guarded, work, job) for job in jobs]
         for future in as_completed(futures):
             outcome = future.result()
             progress and progress(len(outcome.job.inputs))
             yield outcome
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    """``os.environ`` with ``values`` while the block runs (the worker processes started in it inherit them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def output_names(names: list[str]) -> list[str]:
@@ -156,13 +176,6 @@ def _guarded(work, job: Job) -> Outcome:
         return work(job)
     except (FormatError, ImageError, ModelError, OSError, ValueError) as e:
         return Outcome(job, error=f"{job.inputs[0] if len(job.inputs) == 1 else job.output}: {e}")
-
-
-def _worker() -> None:
-    """One thread of arithmetic per worker (torch, BLAS, OpenMP; set before they load): the processes are the
-    parallelism."""
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[name] = "1"
 
 
 def _join(folder: str, name: str) -> str:
