@@ -98,7 +98,8 @@ def latent_kl(model: VAE, name: str, root: Path | None = None, images: int = KL_
             mean, log_std = model.posterior(torch.from_numpy(np.repeat(x, model.config.channels // x.shape[1], 1)))
         kl_bits += float(kl_to_prior(mean.double(), log_std.double()).sum()) / math.log(2)
         subpixels += int(mask(group).sum()) * x.shape[1]
-    where = f"the {len(planes)} Kodak photos" if name == "photo" else f"the first {len(planes)} {TEST_SETS[name]} images"
+    where = (f"the {len(planes)} Kodak photos" if name == "photo" else
+             f"the first {len(planes)} {TEST_SETS[name]} images")
     return (f"KL {kl_bits / subpixels:.5f} bits/subpixel on {where} ({model.config.latent} latent channel(s) at "
             f"stride {model.config.stride})")
 

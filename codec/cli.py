@@ -243,6 +243,7 @@ def run_dataset(work: list, job, processes: int, force: bool, quiet: bool, desc:
     else:
         refuse_existing([Path(j.output + ".png") for j in work] + [Path(j.output) for j in work
                                                                    if Path(j.output).is_file()], force)
+        # an archive's images are checked by its job, which knows their names
     t0 = time.perf_counter()
     failed, done = [], []
     with tqdm(total=sum(len(j.inputs) for j in work), unit="img", desc=desc, delay=1.0, leave=False,
@@ -294,7 +295,7 @@ def decompress(inputs, output, force, model, device, quiet, jobs):
     if jobs or len(inputs) > 1 or any(i != "-" and Path(i).is_dir() for i in inputs):
         from .datasets import decompress_job, restorations
         files = [str(f) for i in inputs for f in (sorted(Path(i).glob("*.vz")) if Path(i).is_dir() else [Path(i)])]
-        work = restorations(files, output, model=model, device=device)
+        work = restorations(files, output, force, model=model, device=device)
         return run_dataset(work, decompress_job, jobs or 1, force, quiet, "decompress")
     input = inputs[0]
     data = read_input(input)

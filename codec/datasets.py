@@ -32,6 +32,7 @@ class Job:
     names: tuple[str, ...] = ()
     options: dict = field(default_factory=dict, hash=False)   # ``api.compress`` / ``api.decompress`` keywords
     verify: bool = False                                       # compress: decode the output and compare every pixel
+    force: bool = False                                        # decompress: overwrite images that exist
 
 
 @dataclass
@@ -64,10 +65,10 @@ def shards(inputs: list[tuple[str, str]] | list[str], size: int, folder: str, ve
             for part in [pairs[i:i + size]]]
 
 
-def restorations(inputs: list[str], folder: str | None, **options) -> list[Job]:
+def restorations(inputs: list[str], folder: str | None, force: bool = False, **options) -> list[Job]:
     """One job per .vz: to FOLDER/stem.png (an archive: the folder FOLDER/stem), or beside it."""
     return [Job((p,), _join(folder, PurePosixPath(p).stem) if folder else str(PurePosixPath(p).with_suffix("")),
-                options=options) for p in inputs]
+                options=options, force=force) for p in inputs]
 
 
 def compress_job(job: Job) -> Outcome:
@@ -102,6 +103,9 @@ def decompress_job(job: Job) -> Outcome:
                    for n, p in zip(output_names([r.name for r in header.images]), pictures)]
     else:
         outputs = [(job.output + ".png", write_png(pictures[0]))]
+    taken = [path for path, _ in outputs if not job.force and not _remote(path) and Path(path).exists()]
+    if taken:
+        raise ValueError(f"{taken[0]}: already exists (use --force to overwrite); nothing was written")
     for path, png in outputs:
         _write(path, png)
     return Outcome(job, len(pictures), sum(p.subpixels for p in pictures), len(data), sum(len(b) for _, b in outputs),

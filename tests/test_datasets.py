@@ -45,6 +45,10 @@ def test_shards_in_two_processes_decode_exactly(dataset, tiny_rgb, tmp_path):
     restored = sorted(back.glob("shard-*/*.png"))
     assert [p.name for p in restored] == sorted(p.name for p in dataset.iterdir())        # names stored
     assert all(pixels(p) == pixels(dataset / p.name) for p in restored)
+    r = CliRunner().invoke(main, ["decompress", str(out), "-o", str(back), "--model", tiny_rgb])
+    assert r.exit_code == 1 and r.output.count("already exists (use --force to overwrite)") == 3
+    r = CliRunner().invoke(main, ["decompress", str(out), "-o", str(back), "--model", tiny_rgb, "--force"])
+    assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["compress", str(dataset), "--shard", "3", "-o", str(out), "--model", tiny_rgb])
     assert r.exit_code == 1 and "shard-00000.vz: already exists (use --force to overwrite)" in r.output
 
