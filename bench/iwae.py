@@ -23,6 +23,7 @@ import torch
 from vaezip.training.bound import image_bounds, summary
 import vaezip
 from vaezip.training.data import load_cifar10, load_mnist
+from vaezip.format.container import CodingParams
 from vaezip.format.image import Picture
 from vaezip.nets.vae import kl_to_prior
 from vaezip.nets.weights import load_model, model_info, resolve
@@ -58,7 +59,7 @@ def measure(dataset: str, model_name: str, images: np.ndarray, counts=COUNTS, lo
             f"encode {t1 - t0:.1f} s, decode {t2 - t1:.1f} s, {'exact' if exact else 'NOT EXACT'}")
     info = model_info(resolve(model_name))
     return dict(dataset=dataset, model=model_name, samples=info.get("samples", 1), images=len(images),
-                kl_per_dim=kl_per_dim(model, images), rows=rows, tile=params.tile)
+                kl_per_dim=kl_per_dim(model, images), rows=rows, tile=CodingParams.tile)
 
 
 def markdown(report: dict) -> str:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from vaezip.nets.modules import EXACT, SHIFT_RANGE, WEIGHT_MAX, QConv, shifts_for
+from vaezip.nets.modules import EXACT, SHIFT_RANGE, WEIGHT_MAX, QConv
 from vaezip.nets.torch_ops import exact_arithmetic, unfold_conv
 from vaezip.nets.vae import set_mode
 from vaezip.nets.weights import load_model, save_model
