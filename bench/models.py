@@ -31,6 +31,7 @@ from vaezip.nets.vae import VAE, count_parameters, kl_to_prior
 from vaezip.training.train import PRESETS, grow
 from vaezip.nets.weights import ASSETS, VERSIONS, file_hash, load_model, model_info, read_model, save_model
 from vaezip.training.data import reference_planes
+from vaezip.training.images import as_channels
 
 TEST_SETS = {"mnist": "MNIST test", "cifar10": "CIFAR-10 test", "photo": "Kodak (24 images)"}
 REFERENCES = {"mnist": ["mnist-test-0.png", "mnist-test-1.png"],
@@ -95,7 +96,7 @@ def latent_kl(model: VAE, name: str, root: Path | None = None, images: int = KL_
     for group in plan_batches(plan_tiles([p.shape for p in planes], TILE, model.config.grid), 4, TILE):
         x = gather(planes, group)
         with torch.no_grad():
-            mean, log_std = model.posterior(torch.from_numpy(np.repeat(x, model.config.channels // x.shape[1], 1)))
+            mean, log_std = model.posterior(torch.from_numpy(as_channels(x, model.config.channels, axis=1)))
         kl_bits += float(kl_to_prior(mean.double(), log_std.double()).sum()) / math.log(2)
         subpixels += int(mask(group).sum()) * x.shape[1]
     where = (f"the {len(planes)} Kodak photos" if name == "photo" else

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,25 +52,9 @@ def refuse_existing(paths: list[Path], force: bool) -> None:
 
 
 def write_all(outputs: list[tuple[Path | str, bytes]]) -> None:
-    """Write every output or none: each goes to a temporary file first, then all are renamed into place."""
-    temps: list[tuple[str, Path]] = []
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        for path, data in outputs:
-            if str(path) == "-":
-                continue
-            path = Path(path)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o666 & ~umask)       # a new file's permissions, not mkstemp's owner-only ones
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in temps:
-            Path(tmp).unlink(missing_ok=True)
+    """Write every output or none (``datasets.write_all``); "-" is standard output, written last."""
+    from .datasets import write_all as write_files
+    write_files([(path, data) for path, data in outputs if str(path) != "-"])
     for path, data in outputs:
         if str(path) == "-":
             sys.stdout.buffer.write(data)
@@ -218,7 +200,7 @@ def compress(inputs, output, model, force, device, batch_size, particles, tile, 
                       strip=strip, progress=bar)
     if verify:
         back = decode(data, pictures=True, model=model, device=device)
-        if any(a.mode != b.mode or a.pixel_bytes() != b.pixel_bytes() for a, b in zip(pictures, back)):
+        if not all(a.same_pixels(b) for a, b in zip(pictures, back)):
             raise Failure("verification failed: the decoded pixels differ; nothing was written")
     write_all([(output, data)])
     if not quiet:
@@ -395,7 +377,7 @@ def demo(model):
     t1 = time.perf_counter()
     (back,) = decode(data, pictures=True)
     t2 = time.perf_counter()
-    if back.mode != pic.mode or back.pixel_bytes() != pic.pixel_bytes():
+    if not back.same_pixels(pic):
         raise Failure("demo round trip failed")
     h, w = pic.size
     png = source.stat().st_size

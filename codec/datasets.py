@@ -11,6 +11,7 @@ or not at all.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -48,18 +49,17 @@ class Outcome:
 
 def per_image(inputs: list[tuple[str, str]] | list[str], folder: str | None, verify: bool = False,
               **options) -> list[Job]:
-    """One job per image: (path, name) to FOLDER/name.vz, or beside the image (name: the path as given)."""
-    pairs = [(p, PurePosixPath(p).name) if isinstance(p, str) else p for p in inputs]
-    return [Job((path,), _join(folder, name) if folder else str(PurePosixPath(path).with_suffix(".vz")),
-                options=options, verify=verify)
-            for path, name in ((p, str(PurePosixPath(n).with_suffix(".vz"))) for p, n in pairs)]
+    """One job per image ((path, name) pairs, or paths): to FOLDER/name.vz, or beside the image."""
+    return [Job((path,), _join(folder, str(PurePosixPath(name).with_suffix(".vz"))) if folder else
+                str(PurePosixPath(path).with_suffix(".vz")), options=options, verify=verify)
+            for path, name in _named(inputs)]
 
 
 def shards(inputs: list[tuple[str, str]] | list[str], size: int, folder: str, verify: bool = False,
            **options) -> list[Job]:
     """Archives of ``size`` images each, FOLDER/shard-00000.vz, ... in input order, storing each image's name
     ((path, name) pairs, or paths whose file names are stored)."""
-    pairs = [(p, PurePosixPath(p).name) if isinstance(p, str) else p for p in inputs]
+    pairs = _named(inputs)
     return [Job(tuple(p for p, _ in part), _join(folder, SHARD_NAME.format(i // size)),
                 tuple(n for _, n in part), options, verify) for i in range(0, len(pairs), size)
             for part in [pairs[i:i + size]]]
@@ -82,9 +82,9 @@ def compress_job(job: Job) -> Outcome:
     data = compress(pictures if archive else pictures[0], names=list(job.names) or None, **job.options)
     if job.verify:
         back = decompress(data, pictures=True, model=job.options.get("model"), device=job.options.get("device", "cpu"))
-        if any(a.mode != b.mode or a.pixel_bytes() != b.pixel_bytes() for a, b in zip(pictures, back)):
+        if not all(a.same_pixels(b) for a, b in zip(pictures, back)):
             raise ValueError("verification failed: the decoded pixels differ; nothing was written")
-    _write(job.output, data)
+    _write([(job.output, data)])
     return Outcome(job, len(pictures), sum(p.subpixels for p in pictures), sum(map(len, raw)), len(data),
                    time.perf_counter() - t0)
 
@@ -106,8 +106,7 @@ def decompress_job(job: Job) -> Outcome:
     taken = [path for path, _ in outputs if not job.force and not _remote(path) and Path(path).exists()]
     if taken:
         raise ValueError(f"{taken[0]}: already exists (use --force to overwrite); nothing was written")
-    for path, png in outputs:
-        _write(path, png)
+    _write(outputs)
     return Outcome(job, len(pictures), sum(p.subpixels for p in pictures), len(data), sum(len(b) for _, b in outputs),
                    time.perf_counter() - t0)
 
@@ -182,6 +181,11 @@ def _guarded(work, job: Job) -> Outcome:
         return Outcome(job, error=f"{job.inputs[0] if len(job.inputs) == 1 else job.output}: {e}")
 
 
+def _named(inputs: list[tuple[str, str]] | list[str]) -> list[tuple[str, str]]:
+    """(path, name) pairs: those given, or each path with its file name."""
+    return [(p, PurePosixPath(p).name) if isinstance(p, str) else p for p in inputs]
+
+
 def _join(folder: str, name: str) -> str:
     return f"{folder.rstrip('/')}/{name}"
 
@@ -198,18 +202,37 @@ def _read(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-def _write(path: str, data: bytes) -> None:
-    """Write whole: a local file through a temporary file renamed into place (object stores write whole anyway)."""
-    if _remote(path):
-        import fsspec
-        with fsspec.open(path, "wb", auto_mkdir=True) as f:
-            f.write(data)
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.part")
+def _write(outputs: list[tuple[str, bytes]]) -> None:
+    """``write_all``, making the folders of local outputs first."""
+    for path, _ in outputs:
+        if not _remote(path):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_all(outputs)
+
+
+def write_all(outputs: list[tuple[str | Path, bytes]]) -> None:
+    """Write every output or none: each local file goes to a temporary file first (with a new file's permissions),
+    then all are renamed into place; fsspec URLs are written after them, each whole."""
+    temps: list[tuple[str, Path]] = []
+    umask = os.umask(0)
+    os.umask(umask)
     try:
-        temp.write_bytes(data)
-        temp.replace(target)
+        for path, data in outputs:
+            if _remote(str(path)):
+                continue
+            path = Path(path)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~umask)       # a new file's permissions, not mkstemp's owner-only ones
+        for tmp, path in temps:
+            os.replace(tmp, path)
     finally:
-        temp.unlink(missing_ok=True)
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
+    for path, data in outputs:
+        if _remote(str(path)):
+            import fsspec
+            with fsspec.open(str(path), "wb", auto_mkdir=True) as f:
+                f.write(data)

@@ -58,6 +58,10 @@ class Picture:
         planes = [self.color] + ([] if self.alpha is None else [self.alpha])
         return b"".join(p.astype(p.dtype.newbyteorder("<"), copy=False).tobytes() for p in planes)
 
+    def same_pixels(self, other: Picture) -> bool:
+        """Whether ``other`` has this picture's mode and every one of its pixels."""
+        return self.mode == other.mode and self.pixel_bytes() == other.pixel_bytes()
+
     def stripped(self) -> Picture:
         """Without the metadata that does not change how the pixels look (transparency and ICC stay)."""
         return replace(self, metadata=[(k, v) for k, v in self.metadata if k == "transparency"])

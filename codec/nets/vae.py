@@ -151,11 +151,17 @@ class VAE(nn.Module):
             total = total + lp.flatten(1).sum(1)
         return total
 
-    def elbo_terms(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """(-log q(x|z), KL(p(z|x) || N(0, I))) in nats per image."""
+    def elbo_terms(self, x: torch.Tensor, sample: bool = True, noise: torch.Tensor | None = None,
+                   channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-log q(x|z), KL(p(z|x) || N(0, I))) in nats per image, for z drawn from the posterior (``noise``: the
+        standard normal draw, of the posterior mean's shape, when the caller has drawn it) or, without ``sample``,
+        its mean; only the first ``channels`` channels count (``log_likelihood``)."""
         mean, log_std = self.posterior(x)
-        z = mean + torch.randn_like(mean) * log_std.exp() if sample else mean
-        return -self.log_likelihood(x, z), kl_to_prior(mean, log_std)
+        if noise is not None:
+            z = mean + noise * log_std.exp()
+        else:
+            z = mean + torch.randn_like(mean) * log_std.exp() if sample else mean
+        return -self.log_likelihood(x, z, channels=channels), kl_to_prior(mean, log_std)
 
     def log_weights(self, x: torch.Tensor, samples: int, beta: float = 1.0, mask: torch.Tensor | None = None,
                     channels: int | None = None, offsets=None, generator: torch.Generator | None = None,

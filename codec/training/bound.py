@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .images import as_channels
 from ..coding.offsets import OFFSET_NATS, SCALE_OFFSETS, choose_offsets
 from ..coding.tiles import gather, mask, plan_batches, plan_tiles
 from ..entropy.grids import LOG_SCALE_RANGE
@@ -39,7 +40,7 @@ def image_bounds(model: VAE, planes: list[np.ndarray], k: int = 1, tile: int = C
     for group in plan_batches(tiles, batch, tile):
         x = gather(planes, group)
         coded = x.shape[1]
-        xt = torch.from_numpy(np.repeat(x, channels // coded, axis=1)).to(device)
+        xt = torch.from_numpy(as_channels(x, channels, axis=1)).to(device)
         mt = torch.from_numpy(mask(group)).to(device)
         with torch.no_grad():
             posterior = model.posterior(xt)

@@ -27,10 +27,11 @@ from . import data
 from .bound import image_bounds
 from .distributed import Group
 from .images import DataError, ImageSet, as_channels, built_in, read_image_set
-from ..format.classical import FINAL_EFFORT
+from ..format.classical import jpeg_xl
+from ..format.image import Picture
 from ..nets.config import Config
-from ..nets.vae import VAE, count_parameters, kl_to_prior, set_mode
-from ..nets.weights import ModelError, model_info, read_model, resolve, save_model
+from ..nets.vae import VAE, count_parameters, set_mode
+from ..nets.weights import ModelError, model_info, read_config, read_model, resolve, save_model
 
 KL_WARMUP = 0.1     # from scratch, the KL weight ramps from 0 to 1 over this fraction of the progress
 QUANT_FROM = 0.5    # from scratch, the network is quantized at this fraction of the progress
@@ -66,7 +67,7 @@ class TrainSettings:
             raise ValueError("give --steps or --minutes (or both)")
 
 
-def initial_weights(s: TrainSettings, channels: int) -> str | None:
+def initial_weights(s: TrainSettings) -> str | None:
     """The model to start from: ``init``, or for "auto" the shipped model of a built-in dataset, else photo."""
     if s.init == "none":
         return None
@@ -154,12 +155,10 @@ class Objective(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, channels: int, noise: torch.Tensor, beta: float):
-        mean, log_std = self.model.posterior(x)
         if len(noise) == 1:             # the ELBO, its KL in closed form
-            z = mean + noise[0] * log_std.exp()
-            return (beta * kl_to_prior(mean, log_std) - self.model.log_likelihood(x, z, channels=channels)).mean()
-        log_w = self.model.log_weights(x, len(noise), beta, channels=channels, posterior=(mean, log_std),
-                                       noise=noise)
+            nll, kl = self.model.elbo_terms(x, noise=noise[0], channels=channels)
+            return (nll + beta * kl).mean()
+        log_w = self.model.log_weights(x, len(noise), beta, channels=channels, noise=noise)
         return -(torch.logsumexp(log_w, 0) - math.log(len(noise))).mean()
 
 
@@ -170,20 +169,13 @@ class Validation:
     def __init__(self, planes: list[np.ndarray], device: str):
         self.planes, self.device = planes, device
         self.subpixels = sum(x.size for x in planes)
-        self.jpeg_xl = 8 * sum(len(jpeg_xl_bytes(x)) for x in planes) / self.subpixels
+        self.jpeg_xl = 8 * sum(len(jpeg_xl(Picture("RGB" if len(x) == 3 else "L", x))) for x in planes) / self.subpixels
 
     def measure(self, model: VAE) -> float:
         model.eval()
-        with torch.random.fork_rng():
-            bits = image_bounds(model, self.planes, device=self.device).elbo_bits
+        bits = image_bounds(model, self.planes, device=self.device).elbo_bits     # its own noise generator
         model.train()
         return float(math.fsum(bits)) / self.subpixels
-
-
-def jpeg_xl_bytes(x: np.ndarray) -> bytes:
-    import imagecodecs
-    return imagecodecs.jpegxl_encode(x.transpose(1, 2, 0) if x.shape[0] == 3 else x[0], lossless=True,
-                                     effort=FINAL_EFFORT, numthreads=1)
 
 
 def _new_model(s: TrainSettings, images: ImageSet, crop: int, start: VAE | None) -> VAE:
@@ -213,7 +205,7 @@ def train(s: TrainSettings, run_dir: Path, out: Path) -> dict:
     images = read_image_set(s.source, s.crop, s.root)
     crop = images.description["crop"]
     torch.manual_seed(s.seed)
-    init = initial_weights(s, max(x.shape[0] for x in images.train))
+    init = initial_weights(s)
     s = replace(s, init=init or "none")
     ckpt = run_dir / "checkpoint.pt"
     state = torch.load(ckpt, map_location=s.device, weights_only=False) if ckpt.exists() else None
@@ -299,7 +291,7 @@ def train(s: TrainSettings, run_dir: Path, out: Path) -> dict:
             "stage_blocks": model.config.stage_blocks, "coarse_levels": model.config.coarse_levels,
             "quantized_from_step": quantized, "samples": s.samples}
     if init:
-        c = read_model(resolve(init)).config
+        c = read_config(resolve(init))
         info["init"] = {"name": init, "stage_blocks": c.stage_blocks, "coarse_levels": c.coarse_levels,
                         **training_record(model_info(resolve(init)))}
     out.parent.mkdir(parents=True, exist_ok=True)
