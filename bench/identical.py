@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,18 +50,22 @@ print(json.dumps({k: hashlib.sha256(v).hexdigest() for k, v in files.items()}))
 """
 
 
-def package_of(rev: str, folder: Path) -> Path:
+@contextmanager
+def revision(rev: str, folder: Path):
     """A folder to put on PYTHONPATH that imports REV's package as ``vaezip`` (its source folder ``codec/`` with
-    ``assets/`` inside, as an installation lays them out)."""
+    ``assets/`` inside, as an installation lays them out), in a worktree removed afterwards."""
     tree = folder / "tree"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree), rev], check=True,
                    capture_output=True)
-    package = folder / "path" / "vaezip"
-    package.mkdir(parents=True)
-    for entry in (tree / "codec").iterdir():
-        (package / entry.name).symlink_to(entry)
-    (package / "assets").symlink_to(tree / "assets")
-    return package.parent
+    try:
+        package = folder / "path" / "vaezip"
+        package.mkdir(parents=True)
+        for entry in (tree / "codec").iterdir():
+            (package / entry.name).symlink_to(entry)
+        (package / "assets").symlink_to(tree / "assets")
+        yield package.parent
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
 
 
 def encode(pythonpath: Path | None, data: Path, count: int, out: Path) -> dict[str, str]:
@@ -90,11 +95,8 @@ def main() -> None:
         if remembered.exists():
             theirs = json.loads(remembered.read_text())
         else:
-            try:
-                theirs = encode(package_of(a.rev, tmp), a.data.resolve(), a.count, keep / a.rev)
-            finally:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "tree")],
-                               capture_output=True)
+            with revision(a.rev, tmp) as path:
+                theirs = encode(path, a.data.resolve(), a.count, keep / a.rev)
             remembered.write_text(json.dumps(theirs))
         ours = encode(None, a.data.resolve(), a.count, keep / "this")
     differ = sorted(k for k in theirs if ours.get(k) != theirs[k])

@@ -7,7 +7,10 @@ Measures, as medians of ``--runs`` runs: two Kodak photos (768 x 512) through th
 included) against ``cjxl -d 0 -e 7`` and ``djxl``: kodim01, which the encoder's screen sends straight to JPEG XL,
 and kodim05, which the model codes in full before JPEG XL wins; a 32 x 32 image through the Python API with the
 model loaded; 1000 CIFAR-10 test images as one archive (MB/s of raw pixels); and, with ``--large``, a 3840 x 3072
-mosaic of Kodak photos through the command line, by default and with ``--model-only`` (peak memory too). Every
+mosaic of Kodak photos through the command line, by default and with ``--model-only`` (peak memory too); with
+``--photos``, kodim05 coded by the photo model alone in process (``--baseline REV``: by revision REV's code too, in
+the same run) and the 24 Kodak photos as one archive through the
+command line, by default and model only, beside the summed cjxl/djxl times of the photos one by one. Every
 vaezip output is decoded and compared. Needs cjxl and djxl (Debian: ``apt-get install libjxl-tools``). Writes
 <out>/speed.md and .json.
 """
@@ -30,6 +33,7 @@ from PIL import Image
 
 import vaezip
 from vaezip.training.data import kodak_paths, load_cifar10
+from identical import revision
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -98,6 +102,65 @@ def cifar_archive(runs: int) -> dict:
             "bits/subpixel": 8 * len(data) / raw_mb / 1e6}
 
 
+MODEL_ONLY = """
+import json, statistics, sys, time
+import numpy as np
+from PIL import Image
+import vaezip
+arr, runs = np.asarray(Image.open(sys.argv[1]).convert("RGB")), int(sys.argv[2])
+data = vaezip.compress(arr, "photo", classical=False)
+vaezip.decompress(data, arrays=True)                                # the model loaded, the loops compiled
+times = {"compress s": [], "decompress s": []}
+for _ in range(runs):
+    t0 = time.perf_counter()
+    data = vaezip.compress(arr, "photo", classical=False)
+    times["compress s"].append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    back = vaezip.decompress(data, arrays=True)[0]
+    times["decompress s"].append(time.perf_counter() - t0)
+assert np.array_equal(back, arr)
+print(json.dumps({**{k: statistics.median(v) for k, v in times.items()}, "bits/subpixel": 8 * len(data) / arr.size}))
+"""
+
+
+def model_only(image: Path, runs: int, pythonpath: Path | None = None) -> dict:
+    """One photo coded by the photo model alone (``classical=False``) through the Python API in another process,
+    model loaded: median seconds each way, by this checkout's vaezip or the one on ``pythonpath``."""
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)} if pythonpath else None
+    proc = subprocess.run([sys.executable, "-c", MODEL_ONLY, str(image), str(runs)], capture_output=True, text=True,
+                          env=env, cwd=pythonpath or None, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def photo_archive(paths: list[Path], tmp: Path, options: tuple[str, ...] = ()) -> dict:
+    """The photos as one archive through the command line (with ``options``; one run each way, every pixel
+    compared) beside the summed wall times of ``cjxl -d 0 -e 7`` and ``djxl`` on them one by one."""
+    folder, vz, back = tmp / "photos", tmp / "photos.vz", tmp / "photos-back"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(back, ignore_errors=True)
+    folder.mkdir()
+    for p in paths:
+        shutil.copy(p, folder / p.name)
+    vaezip_cmd = [sys.executable, "-c", "from vaezip.cli import main; main()"]
+    out = {"vaezip compress": timed(vaezip_cmd + ["compress", str(folder), "-o", str(vz), "--force", "-q",
+                                                  *options]),
+           "vaezip decompress": timed(vaezip_cmd + ["decompress", str(vz), "-o", str(back), "-q"]),
+           "cjxl -d 0 -e 7, summed": 0.0, "djxl, summed": 0.0}
+    jxl_bytes = 0
+    for p in paths:
+        out["cjxl -d 0 -e 7, summed"] += timed(["cjxl", str(p), str(tmp / "x.jxl"), "-d", "0", "-e", "7", "--quiet"])
+        out["djxl, summed"] += timed(["djxl", str(tmp / "x.jxl"), str(tmp / "x.png"), "--quiet"])
+        jxl_bytes += (tmp / "x.jxl").stat().st_size
+    for p in paths:
+        assert np.array_equal(np.asarray(Image.open(back / p.name)), np.asarray(Image.open(p)))
+    subpixels = sum(3 * Image.open(p).width * Image.open(p).height for p in paths)
+    out["compress / cjxl"] = out["vaezip compress"] / out["cjxl -d 0 -e 7, summed"]
+    out["decompress / djxl"] = out["vaezip decompress"] / out["djxl, summed"]
+    out["vaezip bits/subpixel"] = 8 * vz.stat().st_size / subpixels
+    out["JPEG XL bits/subpixel"] = 8 * jxl_bytes / subpixels
+    return out
+
+
 def _seconds(fn) -> float:
     """Seconds of fn()."""
     t0 = time.perf_counter()
@@ -119,6 +182,9 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--data", type=Path, default=None)
     p.add_argument("--large", action="store_true", help="also the 11.8 MP mosaic (minutes)")
+    p.add_argument("--photos", action="store_true", help="also the 24 Kodak photos as one archive, by default and "
+                   "model only, and kodim05 model only in process (minutes)")
+    p.add_argument("--baseline", metavar="REV", help="with --photos: kodim05 model only by git revision REV too")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
     if not (shutil.which("cjxl") and shutil.which("djxl")):
@@ -134,16 +200,30 @@ def main() -> None:
             report["mosaic"] = cli_pair(tmp / "mosaic.png", tmp, 1, memory=True)
             report["mosaic model"] = cli_pair(tmp / "mosaic.png", tmp, 1, ("--model-only", "--model", "photo"),
                                               memory=True)
+        if a.photos:
+            report["kodim05 model"] = model_only(kodak_paths(a.data)[4], a.runs)
+            if a.baseline:
+                with revision(a.baseline, tmp / "baseline") as path:
+                    before = model_only(kodak_paths(a.data)[4], a.runs, path)
+                report["kodim05 model"].update({f"{k}, {a.baseline}": v for k, v in before.items()})
+            report["kodak"] = photo_archive(kodak_paths(a.data), tmp)
+            report["kodak model"] = photo_archive(kodak_paths(a.data), tmp, ("--model-only", "--model", "photo"))
     report["tiny"] = tiny_api(a.runs)
     report["cifar"] = cifar_archive(a.runs)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "speed.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = ["# vaezip speed", "", f"Generated by `python bench/speed.py{' --large' if a.large else ''}` on "
+    lines = ["# vaezip speed", "", f"Generated by `python bench/speed.py{' --large' if a.large else ''}{' --photos' if a.photos else ''}"
+             f"{' --baseline ' + a.baseline if a.baseline else ''}` on "
              f"{report['date']}, {report['cores']} cores; medians of {a.runs} runs.", ""]
     for key, title in (("kodim01", "kodim01 (768 x 512), command line wall time, seconds"),
                        ("kodim05", "kodim05 (768 x 512), command line wall time, seconds"),
                        ("mosaic", "3840 x 3072 mosaic, command line wall time, seconds (one run)"),
                        ("mosaic model", "3840 x 3072 mosaic, `--model-only --model photo`, seconds (one run)"),
+                       ("kodim05 model", "kodim05, photo model only (`classical=False`), Python API, model "
+                        "loaded, seconds (with --baseline: that revision's too)"),
+                       ("kodak", "24 Kodak photos as one archive, command line, default settings, seconds (one run)"),
+                       ("kodak model", "24 Kodak photos as one archive, `--model-only --model photo`, seconds "
+                        "(one run)"),
                        ("tiny", "32 x 32 image, Python API, model loaded"),
                        ("cifar", "1000 CIFAR-10 test images as one archive, Python API")):
         if key in report:

@@ -2,6 +2,7 @@
 container), its cheap choices (the model, the screen, the probes), and each classical stream computed once."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -174,3 +175,52 @@ def test_an_archive_is_coded_again_only_where_that_saves_enough(tiny_rgb, monkey
     monkeypatch.setattr(policy, "RECODE_GAIN", 0.99)
     header = unpack(compress(smooth + [picture(flat)], tiny_rgb, archive=True))[0]
     assert len(passes) == 1 and header.images[3].coding not in BYTES
+
+
+def test_an_archive_of_many_large_pictures_estimates_the_model_on_a_sample(tiny_rgb, monkeypatch):
+    """Six 256 x 256 graphics in an archive: the model estimates the centres of SCREEN_SAMPLE of them, and the
+    bracket of their ratios sends the other two to a classical coder without an estimate; the model codes none."""
+    estimated = []
+    centre_bits = policy.centre_bits
+    monkeypatch.setattr(policy, "centre_bits", lambda *a: estimated.append(1) or centre_bits(*a))
+    monkeypatch.setattr(TileCoder, "batch", lambda *a, **k: pytest.fail("the model coded a screened picture"))
+    pics = []
+    for i in range(6):
+        arr = np.zeros((256, 256, 3), np.uint8)
+        arr[20 + 10 * i:150, 30:200 - 5 * i] = (200, 30 * i, 90)
+        arr[::8 + i] = 255
+        pics.append(picture(arr))
+    vz = compress(pics, tiny_rgb, archive=True)
+    header = unpack(vz)[0]
+    assert len(estimated) == policy.SCREEN_SAMPLE and not header.model_coded
+    assert all(r.coding in BYTES for r in header.images)
+    assert [p.pixel_bytes() for p in vaezip.decompress(vz, pictures=True)] == [p.pixel_bytes() for p in pics]
+
+
+def test_the_screen_estimates_a_picture_only_where_its_bracket_straddles_the_decision(tiny_rgb, monkeypatch):
+    pic = picture(smooth_image(256, 256, 3))
+    candidates = policy.Classical(pic, classical.FINAL_EFFORT)
+    plan = policy.Plan([tiny_rgb], CodingParams(), "cpu", None, [0], [candidates])
+    estimated = []
+    monkeypatch.setattr(policy, "centre_bits", lambda *a: estimated.append(1) or 8e9)   # the model far behind
+    kind, size = candidates.best(math.inf)
+    r = size / candidates.probe()               # model bytes per probe byte at which it ties the classical coding
+    assert policy.screen(plan, candidates, 0, bracket=(2 * r, 3 * r)) == kind and not estimated
+    assert policy.screen(plan, candidates, 0, bracket=(r / 3, r / 2)) == 0 and not estimated
+    assert policy.screen(plan, candidates, 0, bracket=(r / 2, 2 * r)) == kind and estimated == [1]
+
+
+def test_png_is_searched_only_where_it_may_beat_jpeg_xl(monkeypatch):
+    """Both flat (JPEG XL below FLAT bits per subpixel) and larger than PNG_SUBPIXELS: a smooth photo, where PNG
+    cannot win, costs one fast deflation; a page of text, where it may, PNG's full search."""
+    searched = []
+    png = classical.png
+    monkeypatch.setattr(classical, "png", lambda pic, fast=False: searched.append(fast) or png(pic, fast))
+    photo = picture(Image.open(ASSETS / "reference" / "photo-crop.png").resize((384, 256), Image.BICUBIC))
+    text = picture(graphics.text_page(np.random.default_rng(3), "DejaVuSerif.ttf", 20, False))
+    for pic, expected in ((photo, [True]), (text, [False])):
+        searched.clear()
+        candidates = policy.Classical(pic, classical.FINAL_EFFORT)
+        kind, _ = candidates.best(math.inf)
+        assert pic.subpixels > policy.PNG_SUBPIXELS and 8 * candidates.size(JPEG_XL) < policy.FLAT * pic.subpixels
+        assert searched[-1:] == expected and kind == JPEG_XL

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -117,8 +118,13 @@ def test_two_processes_equal_one_and_resume_in_one(folder, tiny_rgb, tmp_path):
             "--eval-every", "100"]
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "vaezip", *args,
-                    "--stop-at", "2", "--run-dir", str(tmp_path / "two")], check=True, env=env, capture_output=True)
+    with socket.socket() as s:          # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(port), "-m", "vaezip", *args,
+                           "--stop-at", "2", "--run-dir", str(tmp_path / "two")], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
     assert two["step"] == 2
     r = CliRunner().invoke(main, [*args, "--run-dir", str(tmp_path / "two"), "-o", str(tmp_path / "two.st")])
