@@ -1,16 +1,17 @@
-"""The encoder's choices, made once per compression as a ``Plan``: which model codes the pictures, and which
-pictures are coded outside it (JPEG XL, PNG or their raw bytes) because that is shorter.
+"""The encoder's choices, made once per compression as a ``Plan``: which model codes the pictures, and which pictures
+are coded outside it (JPEG XL, PNG or their raw bytes) because that is shorter.
 
 The promise: a file is never longer than the shorter of JPEG XL (at the final effort) and an optimized PNG by more
 than 1 % and the container. So a single picture's JPEG XL stream is computed unless the model is so far ahead of a
-quick JPEG XL probe that it cannot lose (``Classical.settled``), and PNG where JPEG XL finds the picture flat (it only
-ever wins there). The costly steps are decided cheaply: the model is chosen among the shipped ones that suit the
-pictures' size, by coding a small job with each or by an estimate on a sample of a large one; a large picture is
+quick JPEG XL probe that it cannot lose (``Classical.settled``), and PNG where JPEG XL finds the picture flat (it
+only ever wins there). The costly steps are decided cheaply: the model is chosen among the shipped ones that suit
+the pictures' size, by coding a small job with each or by an estimate on a sample of a large one; a large picture is
 screened (``screen``) before the model codes it, and the model's coding is skipped where a classical coder wins
-clearly (in an archive of many large pictures, the estimates on a few bracket the others'; ``sample_ratios``). In an archive, pictures of a few pixels are judged by their probes against the bits the model spent on
-them, and the archive is coded again without the ones a classical coder codes shorter if that saves at least
-RECODE_GAIN (another pass of the model). Every classical stream is computed at most once, and the plan carries it to
-the file (``Classical``).
+clearly (in an archive of many large pictures, the estimates on a few bracket the others'; ``sample_ratios``). In an
+archive, pictures of a few pixels are judged by their probes against the bits the model spent on them, and the
+archive is coded again without the ones a classical coder codes shorter if that saves at least RECODE_GAIN (another
+pass of the model). Every classical stream is computed at most once, and the plan carries it to the file
+(``Classical``).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from functools import cached_property
 import numpy as np
 
 from .coding.stages import TileCoder
+from .coding.tiles import centre, centres
 from .format import classical
 from .format.container import CodingParams
 from .format.image import Picture
@@ -31,7 +33,8 @@ from .nets.weights import ModelError, load_network, read_config, resolve, shippe
 from .options import Options
 
 CHOOSE_BY_CODING = 1 << 14     # jobs of at most this many subpixels choose their model by coding with each
-SAMPLE_PIXELS = 1 << 16        # larger jobs choose it by an estimate on about this many pixels
+SAMPLE_PIXELS = 1 << 16        # larger jobs choose it by an estimate on about this many pixels ...
+CENTRE = 256                   # ... of their pictures' centres, this many pixels a side at most (and screen them)
 SMALL = 1 << 14                # subpixels up to which a picture is small: its probe is JPEG XL's effort 2 ...
 HUGE = 1 << 20                 # pixels from which the probe is effort 1 (effort 3's encoder takes 160 MB at 12 MP)
 PROBES = {"small": (2, 1.3), "large": (3, 1.2), "huge": (1, 1.5)}   # JPEG XL effort of the probe, and AHEAD:
@@ -65,7 +68,7 @@ class Classical:
 
     @cached_property
     def centre(self) -> Classical:
-        """The codings of the picture's centre, 256 x 256 at most (``screen``)."""
+        """The codings of the picture's centre, CENTRE x CENTRE at most (``screen``)."""
         return Classical(_centre(self.pic), self.effort)
 
     def stream(self, coding: int) -> bytes:
@@ -282,7 +285,7 @@ def choose_models(planes: list[np.ndarray], options: Options) -> tuple[list[str]
     names = [name for name in fit if configs[name].grid <= side] or [min(fit, key=lambda n: configs[n].grid)]
     if len(names) < 2 or sum(p.size for p in planes) <= CHOOSE_BY_CODING:
         return names, {}
-    sample = _sample(planes)
+    sample = centres(planes, CENTRE, SAMPLE_PIXELS)
     estimates = {}
     for name in names:
         net = load_network(name, options.device, sum(p.size for p in sample), options.backend)[0]
@@ -296,26 +299,9 @@ def require_channels(config, name: str, pictures: list[Picture]) -> None:
         raise ModelError(f"model {name!r} is grayscale and cannot code colour images")
 
 
-def _sample(planes: list[np.ndarray]) -> list[np.ndarray]:
-    """Colour planes, each cropped to its centre 256 x 256 at most, up to about SAMPLE_PIXELS."""
-    out, total = [], 0
-    for color in planes:
-        out.append(_crop(color))
-        total += out[-1].shape[1] * out[-1].shape[2]
-        if total >= SAMPLE_PIXELS:
-            break
-    return out
-
-
-def _crop(a: np.ndarray, side: int = 256) -> np.ndarray:
-    """The centre side x side (at most) of an array's last two axes."""
-    h, w = a.shape[-2:]
-    y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return a[..., y:y + side, x:x + side]
-
-
 def _centre(pic: Picture) -> Picture:
-    return replace(pic, color=_crop(pic.color), alpha=None if pic.alpha is None else _crop(pic.alpha))
+    alpha = None if pic.alpha is None else centre(pic.alpha, CENTRE)
+    return replace(pic, color=centre(pic.color, CENTRE), alpha=alpha)
 
 
 def _screenable(pic: Picture, coding: int) -> bool:

@@ -1,4 +1,5 @@
-"""Cutting images into model tiles and grouping the tiles into network batches.
+"""Cutting images into model tiles and grouping the tiles into network batches; the centres of images, on which
+the policy estimates the model and training measures it.
 
 Tiles are ``tile`` x ``tile`` crops in row-major order; edge tiles are smaller. Every tile is padded up to a
 multiple of the model's grid with a constant value; padding is never coded, so it costs nothing but context.
@@ -58,6 +59,24 @@ def plan_batches(tiles: list[Tile], batch: int, tile: int, particles: int = 1) -
             batches.append(group[i:i + limit])
             i += limit
     return batches
+
+
+def centre(a: np.ndarray, side: int) -> np.ndarray:
+    """The centre side x side (at most) of an array's last two axes."""
+    h, w = a.shape[-2:]
+    y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return a[..., y:y + side, x:x + side]
+
+
+def centres(layers: list[np.ndarray], side: int, pixels: int) -> list[np.ndarray]:
+    """The layers' centres (``centre``), up to the first that brings their pixels to ``pixels`` or more."""
+    out, total = [], 0
+    for x in layers:
+        out.append(centre(x, side))
+        total += out[-1].shape[-2] * out[-1].shape[-1]
+        if total >= pixels:
+            break
+    return out
 
 
 def shape(batch: list[Tile]) -> tuple[int, int, int, int]:

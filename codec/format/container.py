@@ -232,7 +232,8 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     version = data[4]
     if version not in READABLE:
         raise FormatError(f"unsupported .vz format version {version} (this vaezip reads versions "
-                          f"{', '.join(map(str, READABLE[:-1]))} and {READABLE[-1]}; decode other files with the vaezip that wrote them)")
+                          f"{', '.join(map(str, READABLE[:-1]))} and {READABLE[-1]}; decode other files with the "
+                          f"vaezip that wrote them)")
     if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
         raise FormatError("corrupt or truncated .vz file (checksum mismatch)")
     r = _Reader(data[:-4])
@@ -300,7 +301,7 @@ def _inflate(data: bytes, count: int) -> bytes:
 
 def _parse_records(r: _Reader, count: int, archive: bool, file_size: int, version: int) -> list[ImageRecord]:
     images, name = [], None
-    codes = {m.code: name for name, m in MODES.items()}
+    codes = {m.code: mode for mode, m in MODES.items()}
     for _ in range(count):
         if not archive:
             name = ""

@@ -64,16 +64,6 @@ def random_crops(images: list[np.ndarray], count: int, size: int, rng: np.random
     return out
 
 
-def center_crops(images: list[np.ndarray], size: int) -> np.ndarray:
-    """Non-overlapping size x size crops covering each image (remainders dropped), for validation."""
-    out = []
-    for im in images:
-        for y in range(0, im.shape[1] - size + 1, size):
-            for x in range(0, im.shape[2] - size + 1, size):
-                out.append(im[:, y:y + size, x:x + size])
-    return np.stack(out)
-
-
 def reference_planes(files: list[str]) -> list[np.ndarray]:
     """Colour planes of the small reference images in ``assets/reference`` that shipped models record -ELBOs on."""
     from ..format.image import read_image

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data
+from ..coding.tiles import centres
 from ..format.image import ImageError, read_image
 from ..format.planes import coding_of, split
 
@@ -62,16 +63,8 @@ def read_image_set(source: str, crop: int | None = None, root: Path | None = Non
 
 
 def validation_crops(layers: list[np.ndarray]) -> list[np.ndarray]:
-    """Centre crops of at most VALIDATION_SIDE pixels a side, up to about VALIDATION_PIXELS."""
-    out, total = [], 0
-    for x in layers:
-        h, w = x.shape[1:]
-        y0, x0 = max(0, (h - VALIDATION_SIDE) // 2), max(0, (w - VALIDATION_SIDE) // 2)
-        out.append(np.ascontiguousarray(x[:, y0:y0 + VALIDATION_SIDE, x0:x0 + VALIDATION_SIDE]))
-        total += out[-1][0].size
-        if total >= VALIDATION_PIXELS:
-            break
-    return out
+    """Copies of their centres of at most VALIDATION_SIDE pixels a side, up to about VALIDATION_PIXELS."""
+    return [np.ascontiguousarray(x) for x in centres(layers, VALIDATION_SIDE, VALIDATION_PIXELS)]
 
 
 def paths_of(source: str) -> list[Path]:

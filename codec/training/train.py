@@ -236,7 +236,6 @@ def train(s: TrainSettings, run_dir: Path, out: Path) -> dict:
         return max(step / s.steps if s.steps else 0.0, elapsed / (60 * s.minutes) if s.minutes else 0.0)
 
     def checkpoint(val_bpd: float, train_bpd: float) -> None:
-        measured[:] = [step, val_bpd]
         log.write(json.dumps({"step": step, "minutes": round(elapsed / 60, 2), "train_bpd": round(train_bpd, 4),
                               "val_bpd": round(val_bpd, 4), "jpeg_xl_bpd": round(validation.jpeg_xl, 4)}) + "\n")
         log.flush()
@@ -246,7 +245,7 @@ def train(s: TrainSettings, run_dir: Path, out: Path) -> dict:
                     "batches": batches.state(), "mode": model.mode, "quantized": quantized,
                     "config": model.config.__dict__}, ckpt)
 
-    train_bpd, done, measured = float("nan"), progress(step, elapsed) >= 1, [None, None]
+    train_bpd, done, val_bpd = float("nan"), progress(step, elapsed) >= 1, None
     model.train()
     while not done and (s.stop is None or step < s.stop):
         x, channels, noise = batches.draw()
@@ -272,8 +271,9 @@ def train(s: TrainSettings, run_dir: Path, out: Path) -> dict:
             bar.update(1 if s.steps else round(elapsed) - bar.n)
             bar.set_postfix(step=step, bpd=f"{train_bpd:.3f}")
             due = s.minutes and elapsed - evaluated >= 60 * s.minutes / EVALUATIONS
-            if step % s.eval_every == 0 or done or step == s.stop or due:
-                checkpoint(validation.measure(model), train_bpd)
+            if step % s.eval_every == 0 or done or step == s.stop or due:     # always the loop's last step
+                val_bpd = validation.measure(model)
+                checkpoint(val_bpd, train_bpd)
                 evaluated = elapsed
     bar.close()
     if not group.main:
@@ -281,8 +281,9 @@ def train(s: TrainSettings, run_dir: Path, out: Path) -> dict:
         return {}
     if model.mode == "float":           # paused before quantization: export what calibration gives now
         calibrate(model, batches, s.device)
-        measured[0] = None
-    val_bpd = measured[1] if measured[0] == step else validation.measure(model)
+        val_bpd = None
+    if val_bpd is None:                 # not measured since the last step (or since calibration)
+        val_bpd = validation.measure(model)
     info = {"dataset": s.source if built_in(s.source) else None, "data": images.description["data"],
             "images": images.description, "steps": step, "minutes": round(elapsed / 60, 1), "batch": s.batch,
             "crop": crop, "lr": peak, "seed": s.seed, "wall_seconds": round(elapsed), "processes": group.size,
