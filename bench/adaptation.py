@@ -112,8 +112,24 @@ def report(result: dict, out: Path) -> None:
               + ". The goal, 0.97 x JPEG XL -e7, is " + ", ".join(
                   f"{n} {TARGET * sets[n]['jpeg_xl']:.4f} ({100 * (TARGET / v - 1):+.1f} % from the shipped levers)"
                   for n, v in shipped.items()) + ".", ""]
+    if (out / "headroom.json").exists():
+        need = 100 * (TARGET / shipped["photos-val"] - 1)
+        lines += [headroom(json.loads((out / "headroom.json").read_text()), need), ""]
     (out / "adaptation.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def headroom(result: dict, need: float) -> str:
+    """What is left to per-image adaptation of the photo model (``bench/headroom.py``'s result), against the change
+    ``need``ed on photos-val, per cent."""
+    recalibration = 100 * (result["recalibration"]["recalibrated"] / result["recalibration"]["coded"] - 1)
+    tuned = result["fine_tuning"]
+    mean = lambda key: float(np.mean([100 * (f[key] / f["before"] - 1) for f in tuned]))
+    return (f"What is left to adapting this network to each image (`headroom.md`, photos-val; {need:+.1f} % is "
+            f"needed there): recalibrating every context's CDF by counts of the stages coded before, "
+            f"{recalibration:+.2f} %; fitting the stage networks to each of {len(tuned)} photos, on average "
+            f"{mean('all'):+.1f} % with every parameter and {mean('biases'):+.1f} % with their biases alone, before "
+            f"the weights' cost; {mean('sent'):+.1f} % with the biases' changes quantized and their cost counted.")
 
 
 if __name__ == "__main__":
