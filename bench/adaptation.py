@@ -129,7 +129,11 @@ def headroom(result: dict, need: float) -> str:
             f"needed there): recalibrating every context's CDF by counts of the stages coded before, "
             f"{recalibration:+.2f} %; fitting the stage networks to each of {len(tuned)} photos, on average "
             f"{mean('all'):+.1f} % with every parameter and {mean('biases'):+.1f} % with their biases alone, before "
-            f"the weights' cost; {mean('sent'):+.1f} % with the biases' changes quantized and their cost counted.")
+            f"the weights' cost; {mean('sent'):+.1f} % with the biases' changes quantized and their cost counted. "
+            + ("Even every parameter fitted to the photo, at no cost, does not reach the goal: the next lever is a "
+               "stronger network." if mean("all") > need else "Only weights fitted to each photo reach the goal, "
+               "and only before their cost: the next lever is per-image adapters that cost far fewer bits than "
+               "they save, or a stronger network."))
 
 
 if __name__ == "__main__":
