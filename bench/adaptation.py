@@ -25,7 +25,7 @@ import vaezip
 from vaezip.coding import adaptation, offsets, stages
 from vaezip.format.classical import jpeg_xl
 from vaezip.format.image import read_image
-from vaezip.training.data import DEFAULT_ROOT, kodak_paths
+from vaezip.training.data import DEFAULT_ROOT, kodak_paths, photo_paths
 
 TARGET = 0.97          # the rate the model is to reach, times JPEG XL -e7's
 LEVERS = {"none": (False, False), "feedback alone": (True, False), "mean offsets alone": (False, True),
@@ -46,14 +46,8 @@ def levers(feedback: bool, mean_offsets: bool):
 
 
 def photos(name: str, root: Path) -> list:
-    paths = kodak_paths(root) if name == "kodak" else photos_val(root)
+    paths = kodak_paths(root) if name == "kodak" else photo_paths("val", root)
     return [read_image(p.read_bytes(), p.name) for p in paths]
-
-
-def photos_val(root: Path) -> list[Path]:
-    from vaezip.training.data import PHOTO_HOLDOUT
-    paths = sorted((root / "photos-train").glob("*.png"))
-    return paths[::len(paths) // PHOTO_HOLDOUT][:PHOTO_HOLDOUT]
 
 
 def code(pictures: list, lever: str) -> tuple[float, bool, float]:

@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaezip.coding.adaptation import BUCKETS
+from vaezip.coding.adaptation import BUCKETS, bucket
 from vaezip.coding.stages import TileCoder
 from vaezip.coding.tiles import gather, mask, plan_batches, plan_tiles
 from vaezip.entropy import codecs
-from vaezip.entropy.grids import LOG_SCALE_RANGE
 from vaezip.format.container import CodingParams
 from vaezip.nets.vae import set_mode
 from vaezip.nets.weights import load_model, load_network
@@ -65,14 +64,14 @@ def recalibration(images: list[np.ndarray]) -> tuple[float, float]:
                     continue
                 channel, pixel_codecs = pixel_codecs % x.shape[1], pixel_codecs + 1
                 lo, hi = start / (1 << codec.precision), (start + freq) / (1 << codec.precision)
-                dominant = codec._logits.argmax(1)       # the contexts of coding.adaptation
+                dominant = codec._logits.argmax(1)       # the contexts of coding.adaptation (``bucket``)
                 log_scale = codec._log_scales[np.arange(codec.n), dominant]
-                bucket = np.clip(np.floor(log_scale) - LOG_SCALE_RANGE[0], 0, BUCKETS - 1).astype(np.int64)
-                seen = counts[channel, bucket]
+                buckets = bucket(log_scale)
+                seen = counts[channel, buckets]
                 mass = (seen + PRIOR / BINS) / (seen.sum(1, keepdims=True) + PRIOR)
                 recalibrated += -np.log2(np.maximum(_cdf(hi, mass) - _cdf(lo, mass), 1e-12)).sum()
                 share = (np.clip(edges[1:], lo[:, None], hi[:, None]) - np.clip(edges[:-1], lo[:, None], hi[:, None]))
-                np.add.at(counts[channel], bucket, share / (hi - lo)[:, None])
+                np.add.at(counts[channel], buckets, share / (hi - lo)[:, None])
     subpixels = sum(img.size for img in images)
     return coded / subpixels, recalibrated / subpixels
 

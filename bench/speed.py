@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -151,7 +152,7 @@ def photo_archive(paths: list[Path], tmp: Path, options: tuple[str, ...] = ()) -
         jxl_bytes += (tmp / "x.jxl").stat().st_size
     for p in paths:
         assert np.array_equal(np.asarray(Image.open(back / p.name)), np.asarray(Image.open(p)))
-    subpixels = sum(3 * Image.open(p).width * Image.open(p).height for p in paths)
+    subpixels = sum(3 * math.prod(Image.open(p).size) for p in paths)
     out["compress / cjxl"] = out["vaezip compress"] / out["cjxl -d 0 -e 7, summed"]
     out["decompress / djxl"] = out["vaezip decompress"] / out["djxl, summed"]
     out["vaezip bits/subpixel"] = 8 * vz.stat().st_size / subpixels

@@ -45,7 +45,7 @@ class Feedback:
         correction, and the pixels' contexts (B, C, h, w)."""
         dominant = np.argmax(mix.logit_weights[:, :, :channels], axis=1)[:, None]          # (B, 1, C, h, w)
         log_scale = np.take_along_axis(mix.log_scales[:, :, :channels], dominant, axis=1)[:, 0]
-        buckets = np.clip(np.floor(log_scale) - LOG_SCALE_RANGE[0], 0, BUCKETS - 1).astype(np.int64)
+        buckets = bucket(log_scale)
         tiles, planes = np.ogrid[:len(buckets), :channels]
         means = mix.means.copy()
         means[:, :, :channels] += self.shifts()[tiles[:, :, None, None], planes[:, :, None, None], buckets][:, None]
@@ -68,8 +68,7 @@ class Feedback:
             for k in range(1, weights.shape[1]):
                 mean = mean + weights[:, k] * means[:, k]
             mean = mean / (1 << WEIGHT_BITS)
-            margin = MARGINS[np.clip(np.floor(mix.log_scales[:, :, c].max(1)) - LOG_SCALE_RANGE[0], 0,
-                                     BUCKETS - 1).astype(np.int64)]
+            margin = MARGINS[bucket(mix.log_scales[:, :, c].max(1))]
             inside = real & (means.min(1) > margin) & (means.max(1) < 255 - margin)
             residual = stage[:, c][inside] - mean[inside]
             fine, coarse = np.rint(residual * FINE), np.rint(residual * COARSE)
@@ -79,3 +78,9 @@ class Feedback:
             self.sums[:, c] += np.bincount(where, fine, size).astype(np.int64).reshape(-1, BUCKETS)
             self.squares[:, c] += np.bincount(where, coarse * coarse, size).astype(np.int64).reshape(-1, BUCKETS)
             self.counts[:, c] += np.bincount(where, None, size).reshape(-1, BUCKETS)
+
+
+def bucket(log_scale: np.ndarray) -> np.ndarray:
+    """The scale bucket of log-scales (one per nat of the coder's range), int64: a pixel's context is its channel
+    and the bucket of its dominant component's log-scale."""
+    return np.clip(np.floor(log_scale) - LOG_SCALE_RANGE[0], 0, BUCKETS - 1).astype(np.int64)

@@ -41,12 +41,16 @@ def kodak_paths(root: Path | None = None) -> list[Path]:
     return sorted((Path(root or DEFAULT_ROOT) / "kodak").glob("kodim*.png"))
 
 
-def load_photos(split: str, root: Path | None = None) -> list[np.ndarray]:
-    """photos-train images as a list of (3, H, W) uint8; ``split`` is "train" or "val" (a fixed hold-out)."""
+def photo_paths(split: str, root: Path | None = None) -> list[Path]:
+    """The photos-train files of ``split``, "train" or "val" (a fixed hold-out), sorted by name."""
     paths = sorted((Path(root or DEFAULT_ROOT) / "photos-train").glob("*.png"))
     held = set(paths[::len(paths) // PHOTO_HOLDOUT][:PHOTO_HOLDOUT])
-    chosen = [p for p in paths if (p in held) == (split == "val")]
-    return [_read_rgb(p) for p in chosen]
+    return [p for p in paths if (p in held) == (split == "val")]
+
+
+def load_photos(split: str, root: Path | None = None) -> list[np.ndarray]:
+    """photos-train images of ``split`` (``photo_paths``) as a list of (3, H, W) uint8."""
+    return [_read_rgb(p) for p in photo_paths(split, root)]
 
 
 def random_crops(images: list[np.ndarray], count: int, size: int, rng: np.random.Generator,
