@@ -149,8 +149,9 @@ def coding_options(fn):
 @click.option("--classical/--model-only", default=True, show_default=True,
               help="Code an image by JPEG XL or PNG, or store it, where that is shorter than the model.")
 @click.option("--effort", type=click.Choice(["default", "max"]), default="default", show_default=True,
-              help="max: code every image by the model (none screened out) and JPEG XL at its highest effort; "
-                   "several times slower, a little shorter on photos.")
+              help="max: code every image by the model (none screened out), fit the model's biases to each large "
+                   "image (about a minute per photo) and run JPEG XL at its highest effort; a little shorter on "
+                   "photos.")
 @click.option("--strip", is_flag=True, help="Drop EXIF, XMP, text, dpi and gamma (ICC and transparency stay).")
 @click.option("--verify", is_flag=True, help="Decode the result before writing it and check every pixel.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary, no warnings.")

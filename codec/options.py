@@ -13,8 +13,9 @@ class Options:
     """``model``: a shipped model name, a model in $VAEZIP_MODELS or a .safetensors path; None: the shipped model
     that codes the pictures shortest. ``classical``: code a picture by JPEG XL or PNG, or store it, where that is
     shorter than the model. ``effort``: "default", or "max" (every picture coded by the model first, none screened
-    out, and JPEG XL at its highest effort). ``device``: where the networks run; ``backend``: their arithmetic
-    (``nets.weights.BACKENDS``; None chooses by the job). ``strip``: drop EXIF, XMP, text, dpi and gamma."""
+    out, large pictures with the model's biases tuned to them, and JPEG XL at its highest effort). ``device``:
+    where the networks run; ``backend``: their arithmetic (``nets.weights.BACKENDS``; None chooses by the job).
+    ``strip``: drop EXIF, XMP, text, dpi and gamma."""
     model: str | None = None
     params: CodingParams = CodingParams()
     classical: bool = True

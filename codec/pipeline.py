@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import policy
+from .coding import tuning
 from .coding.archive import Archive
 from .coding.stages import TileCoder
 from .entropy import codecs
@@ -21,7 +22,7 @@ from .format import classical
 from .format.container import CHECKSUM_BYTES, HASH_BYTES, LIMITS, FormatError, Header, ImageRecord, pack, unpack
 from .format.image import Picture
 from .format.planes import BYTES, STREAMS, join, split
-from .nets.weights import ModelError, load_network, shipped, shipped_with_hash
+from .nets.weights import ModelError, load_model, load_network, shipped, shipped_with_hash
 from .options import Options
 
 SYMBOLS_PER_LANE = 16384       # lanes = coded symbols / this, at least 1 (36-52 bits per lane: docs/CODER.md)
@@ -31,22 +32,24 @@ def compress(pictures: list[Picture], names: list[str], options: Options, archiv
              progress=None) -> bytes:
     """.vz bytes of the pictures (names are stored in an ``archive``), coded as the policy plans."""
     options.check()
-    planned, data = policy.plan(pictures, options), None
+    planned, data, tunings = policy.plan(pictures, options), None, {}
     for model in planned.models:                # several only for small jobs, where coding costs what choosing would
         attempt = replace(planned, models=[model])
-        coded, spent = encode(pictures, names, attempt, archive, progress)
+        coded, spent = encode(pictures, names, attempt, archive, progress, tunings)
         if data is None or len(coded) < len(data):
             plan, data, bits = attempt, coded, spent
     better = policy.review(plan, len(data), bits)
-    return data if better is None else min(data, encode(pictures, names, better, archive)[0], key=len)
+    return data if better is None else min(data, encode(pictures, names, better, archive, None, tunings)[0], key=len)
 
 
-def encode(pictures: list[Picture], names: list[str], plan: policy.Plan, archive: bool = False, progress=None
-           ) -> tuple[bytes, np.ndarray]:
-    """The .vz bytes of the pictures coded as ``plan`` says, and the bits the model spent on each."""
-    records, layers, streams = [], [], []
+def encode(pictures: list[Picture], names: list[str], plan: policy.Plan, archive: bool = False, progress=None,
+           tunings: dict | None = None) -> tuple[bytes, np.ndarray]:
+    """The .vz bytes of the pictures coded as ``plan`` says, and the bits the model spent on each. With the coding
+    parameter ``tuning``, each picture's tuning is fitted once per model and kept in ``tunings``."""
+    records, layers, streams, firsts = [], [], [], []
     for pic, name, coding, candidates in zip(pictures, names, plan.codings, plan.classical):
         own = [] if coding in BYTES else split(pic, coding)
+        firsts.append(own[0][0] if own else None)
         stream = candidates.stream(coding) if coding in BYTES else b""
         records.append(ImageRecord(name if archive else "", pic.mode, *pic.size, pic.icc, pic.palette, pic.metadata,
                                    coding, [_alpha_table(alpha) for _, alpha in own],
@@ -58,7 +61,11 @@ def encode(pictures: list[Picture], names: list[str], plan: policy.Plan, archive
     bits, message, name, digest = np.zeros(len(records)), b"", "", b""
     if layers:
         net, name, digest = load_network(plan.model, plan.device, model_subpixels, plan.backend)
-        bits = Archive(TileCoder(net, plan.params), records, progress).push(msg, layers)
+        tuned = None
+        if plan.params.tuning:
+            cache = {} if tunings is None else tunings
+            tuned = [_tuning(plan, net, i, planes, rec, cache) for i, (planes, rec) in enumerate(zip(firsts, records))]
+        bits = Archive(TileCoder(net, plan.params), records, progress, tuned).push(msg, layers)
         message = msg.to_bytes()
         name = "" if shipped(plan.model) else name         # a shipped model is named by its weights hash alone
     header = Header(name, digest[:HASH_BYTES], plan.params, msg.lanes, archive, records, checksum(pictures))
@@ -108,6 +115,17 @@ def checksum(pictures: list[Picture]) -> bytes:
     for pic in pictures:
         h.update(pic.pixel_bytes())
     return h.digest()
+
+
+def _tuning(plan: policy.Plan, net, index: int, planes: np.ndarray | None, rec: ImageRecord, cache: dict):
+    """The bias changes that tune ``plan``'s model to picture ``index`` (its first layer's colour ``planes``), None
+    where the picture is not model-coded, too small or gains nothing; fitted once per model (``cache``)."""
+    if planes is None or not tuning.eligible(rec.height, rec.width):
+        return None
+    key = (plan.model, index)
+    if key not in cache:
+        cache[key] = tuning.tune(load_model(plan.model, plan.device)[0], net, planes, plan.params)
+    return cache[key]
 
 
 def _alpha_table(alpha: np.ndarray | None) -> list[tuple[int, int]]:

@@ -175,7 +175,8 @@ def plan(pictures: list[Picture], options: Options) -> Plan:
         path = resolve(options.model)
         require_channels(read_config(path), path.stem, pictures)
         models, estimates = [options.model], {}
-    result = Plan(models, options.params, options.device, options.backend, codings, candidates, options.classical)
+    params = replace(options.params, tuning=1) if options.effort == "max" else options.params
+    result = Plan(models, params, options.device, options.backend, codings, candidates, options.classical)
     if options.classical and options.effort == "default":
         screened = [i for i, (c, coding) in enumerate(zip(candidates, codings)) if _screenable(c.pic, coding)]
         if len(pictures) == 1:

@@ -341,7 +341,7 @@ def test_error_absurd_header_sizes(vz_file):
     from vaezip.format.container import FLAG_MODEL, FLAG_PARAMS, MAGIC, VERSION
     # a header that claims 2^40 x 2^40 pixels, with a valid checksum: refused before any allocation
     body = MAGIC + bytes([VERSION, FLAG_MODEL | FLAG_PARAMS]) + b"\x05photo" + b"\0" * 8 + \
-        b"\x40\x10\x0a\x14\x12\x01\x01\x01\x01\x02\x00" + b"\x80\x80\x80\x80\x80\x20" * 2 + b"\0\0" + b"\0" * 8
+        b"\x40\x10\x0a\x14\x12\x01\x01\x00\x01\x01\x02\x00" + b"\x80\x80\x80\x80\x80\x20" * 2 + b"\0\0" + b"\0" * 8
     with pytest.raises(FormatError, match="height 1099511627776 is outside 1..1048576"):
         unpack(body + struct.pack("<I", zlib.crc32(body)))
 

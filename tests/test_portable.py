@@ -1,7 +1,7 @@
-"""Portability of .vz files: the shipped models' networks give the same bits under older CPU kernels
-(``ONEDNN_MAX_CPU_ISA`` for torch, ``OPENBLAS_CORETYPE`` for NumPy's matrix products, ``NUMBA_CPU_NAME`` for the
-coder's compiled kernels) and other thread counts, in every network backend, and files coded by the model under one
-setting decode under every other, in NumPy and in torch.
+"""Portability of .vz files: the shipped models' networks (and the photo model tuned to an image, ``coding.tuning``)
+give the same bits under older CPU kernels (``ONEDNN_MAX_CPU_ISA`` for torch, ``OPENBLAS_CORETYPE`` for NumPy's
+matrix products, ``NUMBA_CPU_NAME`` for the coder's compiled kernels) and other thread counts, in every network
+backend, and files coded by the model under one setting decode under every other, in NumPy and in torch.
 
 Each setting runs in its own process: oneDNN, OpenBLAS and numba read their settings once, at start-up.
 """
@@ -24,12 +24,25 @@ import hashlib, json, sys
 from pathlib import Path
 import numpy as np, torch
 import vaezip
+from vaezip.coding import tuning
 from vaezip.format.container import unpack
 from vaezip.format.image import read_image
 from vaezip.nets.weights import ASSETS, BACKENDS, load_network
 
 models, threads, encode_dir, decode_dirs = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 torch.set_num_threads(threads)
+
+def changes(net):
+    # bias changes on a 2^6 grid within every bias's room, the same in every process
+    out = []
+    for j, (layer, bound) in enumerate(net.tunable()):
+        room = net.ops.bias_room(layer, bound)
+        q = np.clip((np.arange(len(room)) * 5 + j) % 7 - 3, -(room // 64), room // 64).astype(np.int64)
+        out.append(q << 6)
+    return out
+
+tuning.TUNED_PIXELS = 1 << 12                  # the photo crop is tuned, by ``changes``
+tuning.tune = lambda model, net, planes, params: changes(net)
 pictures = {m: read_image((ASSETS / "reference" / f).read_bytes()) for m, f in models.items()}
 hashes = {}
 for name, pic in pictures.items():
@@ -42,8 +55,10 @@ for name, pic in pictures.items():
         digest = hashlib.sha256()
         mean, log_std = net.posterior(x)
         outputs = [mean, log_std]
-        for _, mix in net.stages(net.features(mean + 0.37 * np.exp(log_std)), x):   # z off the bucket centres
-            outputs += vars(mix).values()
+        z = mean + 0.37 * np.exp(log_std)                                          # off the bucket centres
+        for stages in [net] + ([net.tuned(changes(net))] if name == "photo" else []):
+            for _, mix in stages.stages(stages.features(z), x):
+                outputs += vars(mix).values()
         for o in outputs:
             digest.update(o.tobytes())
         hashes[f"{name} {backend}"] = digest.hexdigest()
@@ -52,6 +67,11 @@ for name, pic in pictures.items():
         data = vaezip.compress(pic, name, tile=64, batch=2, classical=False)   # photo: adapted 64 x 64 tiles
         assert unpack(data)[0].model_coded
         Path(encode_dir, name + ".vz").write_bytes(data)
+        if name == "photo":
+            data = vaezip.compress(pic, name, tile=64, batch=2, classical=False, effort="max")
+            assert unpack(data)[0].params.tuning
+            Path(encode_dir, "photo-tuned.vz").write_bytes(data)
+pictures["photo-tuned"] = pictures["photo"]
 for folder in decode_dirs:
     for name, pic in pictures.items():
         for backend in ("numpy", "torch"):

@@ -1,7 +1,9 @@
 """A file's model-coded images as one codec: the colour planes of all their layers in batches of tiles (bits back
 chained from batch to batch, ``stages.TileCoder``), then the alpha planes, described once in decoding order.
 
-Decoding pops, batch by batch from the last one coded, each batch of colour tiles, then the alpha planes.
+Decoding pops, batch by batch from the last one coded, each batch of colour tiles, then the alpha planes. With the
+coding parameter ``tuning``, batches hold tiles of one image, and an image that may be tuned has its tuning
+(``tuning``) popped before its first batch: its tiles are coded with the network it gives.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 from ..entropy import codecs
 from ..format.container import ImageRecord
 from ..format.planes import Layer
+from . import tuning
 from .stages import TileCoder
 from .tiles import gather, mask, plan_batches, plan_tiles, scatter, shape
 
@@ -18,24 +21,29 @@ ALPHA_PRECISION = 16
 
 class Archive:
     """The model-coded images of one file. Its data is the list of layers (colour, alpha) of every image, in
-    order (``planes.split``); images coded outside the model have none."""
+    order (``planes.split``); images coded outside the model have none. ``tunings``: the encoder's bias changes of
+    every image (``tuning.tune``; None: untuned), with the coding parameter ``tuning``."""
 
-    def __init__(self, coder: TileCoder, records: list[ImageRecord], progress=None):
-        self.coder, self.progress, self.records = coder, progress, len(records)
+    def __init__(self, coder: TileCoder, records: list[ImageRecord], progress=None, tunings: list | None = None):
+        self.coder, self.progress, self.records = coder, progress, records
+        self.tunings = tunings or [None] * len(records)
         self.layers = [(i, rec, table, planes) for i, rec in enumerate(records)
                        for table, (planes, _) in zip(rec.alphas, rec.layers)]
         shapes = [(planes, rec.height, rec.width) for _, rec, _, planes in self.layers]
         tiles = plan_tiles(shapes, coder.params.tile, coder.config.grid)
-        self.batches = plan_batches(tiles, coder.params.batch, coder.params.tile, coder.params.particles)
+        self.batches = plan_batches(tiles, coder.params.batch, coder.params.tile, coder.params.particles,
+                                    by_image=bool(coder.params.tuning))
         self.codec = codecs.Sequence(self.describe)
 
     def push(self, msg, layers: list[Layer]) -> np.ndarray:
         """Code the layers; returns the bits each image's colour tiles added to the message, a batch's bits shared
         out by its tiles' information content when they belong to several images (alpha planes not counted)."""
-        bits = np.zeros(self.records)
+        bits = np.zeros(len(self.records))
         for codec, symbols in reversed(self.codec.steps(layers)):
             before = msg.num_bits()
             codec.push(msg, symbols)
+            if isinstance(codec, _Tuning):
+                bits[codec.record] += msg.num_bits() - before
             if isinstance(codec, _Batch):
                 codec.share(msg.num_bits() - before, [self.layers[t.image][0] for t in codec.tiles], bits)
         return bits
@@ -48,12 +56,18 @@ class Archive:
         if not encoding:
             layers = [(np.zeros((planes, rec.height, rec.width), np.uint8), None) for _, rec, _, planes in self.layers]
         colors = [color for color, _ in layers]
+        coders = {}
         for i in range(len(self.batches) - 1, -1, -1):
             batch = self.batches[i]
             x = gather(colors, batch) if encoding else None
-            several = len({self.layers[t.image][0] for t in batch}) > 1
-            info = np.zeros(len(batch), np.int64) if encoding and several else None
-            x = yield _Batch(self.coder.batch(shape(batch), mask(batch), i, info), batch, info, self.progress), x
+            images, coder = {self.layers[t.image][0] for t in batch}, self.coder
+            if self.coder.params.tuning:                # batches of one image each
+                (image,) = images
+                if image not in coders:
+                    coders[image] = yield from self._tuning(image)
+                coder = coders[image]
+            info = np.zeros(len(batch), np.int64) if encoding and len(images) > 1 else None
+            x = yield _Batch(coder.batch(shape(batch), mask(batch), i, info), batch, info, self.progress), x
             if not encoding:
                 scatter(colors, batch, x)
         alphas = []
@@ -67,6 +81,27 @@ class Archive:
                 alpha = np.full((rec.height, rec.width), values[0], np.uint8)
             alphas.append(alpha)
         return list(zip(colors, reversed(alphas)))
+
+    def _tuning(self, record: int):
+        """Code an image's tuning, where it may have one; returns the coder of its tiles."""
+        rec = self.records[record]
+        if not tuning.eligible(rec.height, rec.width):
+            return self.coder
+        deltas = yield _Tuning(tuning.Codec(self.coder.net), record), self.tunings[record]
+        return TileCoder(tuning.tuned(self.coder.net, deltas), self.coder.params)
+
+
+class _Tuning:
+    """The codec of one image's tuning (``tuning.Codec``), which knows its image."""
+
+    def __init__(self, codec: tuning.Codec, record: int):
+        self.codec, self.record = codec, record
+
+    def push(self, msg, deltas):
+        self.codec.push(msg, deltas)
+
+    def pop(self, msg):
+        return self.codec.pop(msg)
 
 
 class _Batch:

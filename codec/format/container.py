@@ -15,9 +15,10 @@ from .image import MAX_PIXELS, MODES, Mode
 from .planes import BYTES, CODINGS, COLOURS, PLANES, STREAMS, shapes
 
 MAGIC = b"VAEZ"
-VERSION = 5
-READABLE = (3, 4, 5)            # version 3: the model's fields in every file, a 4-byte tail length before the message;
-                                # versions 3 and 4: coding parameters without ``adaptation`` (none)
+VERSION = 6
+READABLE = (3, 4, 5, 6)         # version 3: the model's fields in every file, a 4-byte tail length before the message;
+                                # versions 3 and 4: coding parameters without ``adaptation`` (none); versions 3 to 5:
+                                # without ``tuning`` (none)
 HASH_BYTES = 8                  # weights hash: the first bytes of the SHA-256 of the weights file
 CHECKSUM_BYTES = 8              # BLAKE2b digest of every image's pixels
 FLAG_ARCHIVE, FLAG_DEFLATED, FLAG_MODEL, FLAG_PARAMS = 1, 2, 4, 8
@@ -40,6 +41,7 @@ class CodingParams:
     pixel_precision: int = 18       # bits of the pixel CDFs
     particles: int = 1              # importance samples per tile: 1 is bits-back ANS, N > 1 Monte Carlo bits back
     adaptation: int = 1             # 0: none; 1: each stage's means corrected by earlier residuals (coding.adaptation)
+    tuning: int = 0                 # 0: none; 1: large images may carry changes of the model's biases (coding.tuning)
 
     def check(self) -> None:
         """Raise ValueError unless every field is in range."""
@@ -53,8 +55,8 @@ class CodingParams:
 
 RANGES = {"tile": (8, 4096), "batch": (1, 4096), "latent_bits": (1, LATENT_BITS_MAX),
           "posterior_precision": (2, MAX_PRECISION), "pixel_precision": (LEVEL_PRECISION_MIN, MAX_PRECISION),
-          "particles": (1, 64), "adaptation": (0, 1)}
-V4_PARAMS = 6                       # coding parameters in files of versions 3 and 4 (the first six)
+          "particles": (1, 64), "adaptation": (0, 1), "tuning": (0, 1)}
+STORED_PARAMS = {3: 6, 4: 6, 5: 7, 6: 8}    # coding parameters in a file of each version (the first so many)
 
 
 @dataclass
@@ -250,7 +252,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         model = r.text(LIMITS["model"], "model name")
         weights = r.take(HASH_BYTES)
         if flags & FLAG_PARAMS:
-            stored = fields(CodingParams)[:V4_PARAMS if version < 5 else None]
+            stored = fields(CodingParams)[:STORED_PARAMS[version]]
             params = replace(params, **{f.name: r.varint(*RANGES[f.name], f.name.replace("_", " ")) for f in stored})
         try:
             params.check()

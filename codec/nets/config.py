@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ..entropy.tables import stored, tanh_table
 
 ACT_MAX = 1023              # activations that feed a convolution: 0..1023 (after ReLU) or -1023..1023
+EXACT = 1 << 24             # |every partial sum of a convolution| below this: float32 holds it exactly
 STREAM_MAX = 1 << 20        # a residual stream is clamped here (headroom for growth through the blocks)
 PHASES = ((1, 1), (0, 1), (1, 0))   # order in which a level fills the three non-anchor phases of each 2x2 cell
 PIXEL_SCALE = 1 / 255               # network input 2x - 255: the [-1, 1] pixel scale in integer units

@@ -17,10 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ACT_MAX
+from .config import ACT_MAX, EXACT
 from .torch_ops import rnd
 
-EXACT = 1 << 24             # |every partial sum| below this: float32 holds it exactly
 WEIGHT_MAX = (1 << 15) - 1  # integer weights are stored as int16
 STREAM_UNITS = 1 << 15      # a residual stream resolves its calibrated range into this many units
 HEADROOM = 1.25             # calibrated ranges: this times the largest value seen per channel

@@ -14,6 +14,10 @@ the same names, read from ``Config.networks``.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
+
 from ..entropy.grids import (LOG_SCALE_RANGE, LOG_SCALE_STEP, LOGIT_STEP, MEAN_RANGE, MEAN_STEP, POST_LOG_SIGMA_STEP,
                              POST_MEAN_RANGE, POST_MEAN_STEP)
 from .config import ACT_MAX, LOG_STD_RANGE, LOGIT_MAX, STREAM_MAX, Config
@@ -62,6 +66,35 @@ class Network:
         for t in range(self.config.num_stages):
             stride, (oy, ox) = self.config.stage_grid(t)
             yield (slice(oy, None, stride), slice(ox, None, stride)), self.stage(t, features, x)
+
+    # ---- tuning to one image ------------------------------------------------------------------------------------
+    def tunable(self) -> list:
+        """The biases an encoder may tune to one image (``coding.tuning``): those of every convolution of the
+        stage networks, in a fixed order, as (layer, bound of its inputs: one number or one per input channel)."""
+        out = []
+        for p in self.params.stages:
+            out.append((p.conv_in, p.in_bound))
+            out += [(conv, ACT_MAX) for block in p.blocks for conv in (block.conv1, block.conv2)]
+            out.append((p.head, ACT_MAX))
+        return out
+
+    def tuned(self, deltas: list[np.ndarray]) -> Network:
+        """This network with the ``tunable`` biases moved by ``deltas`` (integers, one vector per bias, in order);
+        ValueError where a move would break the exactness bound of its convolution."""
+        moved = {}
+        for (layer, bound), delta in zip(self.tunable(), deltas, strict=True):
+            if np.any(np.abs(delta) > self.ops.bias_room(layer, bound)):
+                raise ValueError("a tuned bias breaks the exactness bound")
+            moved[id(layer)] = self.ops.with_bias(layer, delta)
+        conv = lambda layer: moved[id(layer)]
+        stages = [SimpleNamespace(conv_in=conv(p.conv_in), head=conv(p.head), head_shift=p.head_shift,
+                                  in_bound=p.in_bound,
+                                  blocks=[SimpleNamespace(conv1=conv(b.conv1), conv2=conv(b.conv2),
+                                                          relu_shift=b.relu_shift) for b in p.blocks])
+                  for p in self.params.stages]
+        params = SimpleNamespace(encoder=self.params.encoder, z_net=self.params.z_net, ups=self.params.ups,
+                                 stages=stages)
+        return Network(self.config, params, self.ops)
 
     # ---- the building blocks ------------------------------------------------------------------------------------
     def _pixels(self, x):

@@ -11,11 +11,12 @@ grid values.
 from __future__ import annotations
 
 import contextlib
+import copy
 from types import SimpleNamespace
 
 import numpy as np
 
-from .config import ACT_MAX, COEF_COUNT, COEF_TABLE, STREAM_MAX, Z_MAX, Z_STEP, Config
+from .config import ACT_MAX, COEF_COUNT, COEF_TABLE, EXACT, STREAM_MAX, Z_MAX, Z_STEP, Config
 
 COLUMNS = 1 << 22                             # floats of one chunk of shifted views (16 MiB)
 
@@ -82,7 +83,7 @@ def parameters(config: Config, tensors: dict) -> SimpleNamespace:
     def intnet(prefix: str, blocks: int) -> SimpleNamespace:
         return SimpleNamespace(
             conv_in=Conv(tensors, prefix + "conv_in."), head=Conv(tensors, prefix + "head."),
-            head_shift=_shift(tensors, prefix + "head_shift"),
+            head_shift=_shift(tensors, prefix + "head_shift"), in_bound=tensors[prefix + "in_bound"],
             blocks=[SimpleNamespace(conv1=Conv(tensors, f"{prefix}blocks.{i}.conv1."),
                                     conv2=Conv(tensors, f"{prefix}blocks.{i}.conv2."),
                                     relu_shift=_shift(tensors, f"{prefix}blocks.{i}.relu_shift"))
@@ -111,6 +112,21 @@ class NumpyOps:
     @staticmethod
     def quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
         return _quant(x, lo, hi)
+
+    @staticmethod
+    def bias_room(layer: Conv, bound: np.ndarray) -> np.ndarray:
+        """Per output channel, how far the bias may move with every partial sum still below 2^24, for inputs
+        bounded by ``bound`` (one number, or one per input channel)."""
+        w, bound = np.abs(layer.weight).astype(np.float64), np.asarray(bound, np.float64)
+        load = w.sum(1) * bound if bound.ndim == 0 else w @ np.tile(bound, w.shape[1] // len(bound))
+        return EXACT - 1 - load - np.abs(layer.bias[:, 0].astype(np.float64))
+
+    @staticmethod
+    def with_bias(layer: Conv, delta: np.ndarray) -> Conv:
+        """The convolution with its integer bias moved by ``delta`` (C_out,)."""
+        moved = copy.copy(layer)
+        moved.bias = layer.bias + delta.astype(np.float32)[:, None]
+        return moved
 
     @staticmethod
     def activation(h: np.ndarray, shift: np.ndarray, key: str) -> np.ndarray:

@@ -11,12 +11,13 @@ outputs float64 NumPy arrays.
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ACT_MAX, COEF_COUNT, COEF_STEP, COEF_TABLE, PIXEL_SCALE, STREAM_MAX, Z_MAX, Z_STEP
+from .config import ACT_MAX, COEF_COUNT, COEF_STEP, COEF_TABLE, EXACT, PIXEL_SCALE, STREAM_MAX, Z_MAX, Z_STEP
 
 MODES = ("float", "train", "frozen")
 
@@ -100,6 +101,21 @@ class TorchOps:
         else:
             w, b, shift = layer.integers(*self.units[layer])
         return self._conv(a, w, b, layer.padding) * per_channel(torch.exp2(-shift))
+
+    @staticmethod
+    def bias_room(layer, bound) -> np.ndarray:
+        """Per output channel, how far the stored integer bias may move with every partial sum still below 2^24,
+        for inputs bounded by ``bound`` (one number, or one per input channel)."""
+        bound = torch.as_tensor(bound).double().cpu()
+        load = (layer.w_int.detach().double().abs().cpu() * (bound[:, None, None] if bound.ndim else bound))
+        load = load.flatten(1).sum(1)
+        return EXACT - 1 - (load + layer.b_int.detach().double().abs().cpu()).numpy()
+
+    @staticmethod
+    def with_bias(layer, delta: np.ndarray) -> SimpleNamespace:
+        """The frozen convolution with its integer bias moved by ``delta`` (C_out,)."""
+        return SimpleNamespace(w_int=layer.w_int, b_int=layer.b_int + torch.from_numpy(delta).to(layer.b_int),
+                               shift=layer.shift, padding=layer.padding)
 
     def quant(self, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
         if self.integer:
