@@ -94,21 +94,29 @@ def report(result: dict, out: Path) -> None:
              f"`{result['command']}` on {result['machine']}. The photo model codes every photo (`--model photo "
              "--model-only`), each set as one archive; bits per subpixel from the archive's size, every archive "
              "decoded and compared. photos-val is where the levers were tuned; Kodak is where they are reported.",
-             "", "| lever | " + " | ".join(f"{n} ({sets[n]['photos']} photos)" for n in sets) + " | exact |",
-             "|---|" + "---:|" * len(sets) + "---|"]
+             "", "| lever | " + " | ".join(f"{n} ({sets[n]['photos']} photos)" for n in sets)
+             + " | seconds to code and decode (" + ", ".join(sets) + ") | exact |",
+             "|---|" + "---:|" * (len(sets) + 1) + "---|"]
     for lever in [lever for lever in LEVERS if all(lever in sets[n] for n in sets)]:
         cells = []
         for n in sets:
             r, base = sets[n][lever], sets[n]["none"]["bpd"]
             cells.append(f"{r['bpd']:.4f} ({100 * (r['bpd'] / base - 1):+.2f} %)")
         exact = all(sets[n][lever]["exact"] for n in sets)
-        lines.append(f"| {lever} | " + " | ".join(cells) + f" | {'yes' if exact else 'NO'} |")
-    lines.append("| JPEG XL -e7 | " + " | ".join(f"{sets[n]['jpeg_xl']:.4f}" for n in sets) + " | |")
+        seconds = ", ".join(f"{sets[n][lever]['seconds']:.0f}" for n in sets)
+        lines.append(f"| {lever} | " + " | ".join(cells) + f" | {seconds} | {'yes' if exact else 'NO'} |")
+    lines.append("| JPEG XL -e7 | " + " | ".join(f"{sets[n]['jpeg_xl']:.4f}" for n in sets) + " | | |")
     shipped = {n: sets[n]["both (shipped)"]["bpd"] / sets[n]["jpeg_xl"] for n in sets}
     lines += ["", "Shipped levers against JPEG XL -e7: " + ", ".join(f"{n} {v:.3f} x" for n, v in shipped.items())
               + ". The goal, 0.97 x JPEG XL -e7, is " + ", ".join(
                   f"{n} {TARGET * sets[n]['jpeg_xl']:.4f} ({100 * (TARGET / v - 1):+.1f} % from the shipped levers)"
                   for n, v in shipped.items()) + ".", ""]
+    if all(TUNED in sets[n] for n in sets):
+        tuned = {n: sets[n][TUNED]["bpd"] / sets[n]["jpeg_xl"] for n in sets}
+        lines += ["With the stage networks' biases tuned to each photo as well (`--effort max`; `coding.tuning`, "
+                  "their changes' bits included): " + ", ".join(f"{n} {v:.3f} x" for n, v in tuned.items())
+                  + " JPEG XL -e7, " + ", ".join(f"{n} {100 * (TARGET / v - 1):+.1f} %" for n, v in tuned.items())
+                  + " from the goal.", ""]
     if (out / "headroom.json").exists():
         need = 100 * (TARGET / shipped["photos-val"] - 1)
         lines += [headroom(json.loads((out / "headroom.json").read_text()), need), ""]

@@ -166,3 +166,13 @@ def test_a_tuning_that_breaks_the_bound_is_a_corrupt_file(monkeypatch):
     monkeypatch.setattr(tuning, "tuned", honest)
     with pytest.raises(FormatError, match="corrupt .vz file: a tuned bias breaks the exactness bound"):
         vaezip.decompress(data)
+
+
+def test_small_images_are_coded_as_without_tuning(tuned_everywhere):
+    """Images too small to be tuned carry no flag and share batches as they would without tuning: the message of
+    an archive of them is the same at either effort."""
+    pictures = [smooth_image(32, 32, 3, seed=i) for i in range(6)]
+    data = vaezip.compress(pictures, "photo", classical=False, effort="max")
+    plain = vaezip.compress(pictures, "photo", classical=False)
+    assert unpack(data)[0].params.tuning == 1 and unpack(data)[1] == unpack(plain)[1]
+

@@ -2,8 +2,8 @@
 chained from batch to batch, ``stages.TileCoder``), then the alpha planes, described once in decoding order.
 
 Decoding pops, batch by batch from the last one coded, each batch of colour tiles, then the alpha planes. With the
-coding parameter ``tuning``, batches hold tiles of one image, and an image that may be tuned has its tuning
-(``tuning``) popped before its first batch: its tiles are coded with the network it gives.
+coding parameter ``tuning``, an image that may be tuned has batches of its own, and its tuning (``tuning``) is
+popped before its first batch: its tiles are coded with the network it gives.
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ class Archive:
                        for table, (planes, _) in zip(rec.alphas, rec.layers)]
         shapes = [(planes, rec.height, rec.width) for _, rec, _, planes in self.layers]
         tiles = plan_tiles(shapes, coder.params.tile, coder.config.grid)
-        self.batches = plan_batches(tiles, coder.params.batch, coder.params.tile, coder.params.particles,
-                                    by_image=bool(coder.params.tuning))
+        tuned = frozenset(k for k, (_, rec, _, _) in enumerate(self.layers)
+                          if coder.params.tuning and tuning.eligible(rec.height, rec.width))
+        self.batches = plan_batches(tiles, coder.params.batch, coder.params.tile, coder.params.particles, tuned)
         self.codec = codecs.Sequence(self.describe)
 
     def push(self, msg, layers: list[Layer]) -> np.ndarray:
@@ -61,7 +62,7 @@ class Archive:
             batch = self.batches[i]
             x = gather(colors, batch) if encoding else None
             images, coder = {self.layers[t.image][0] for t in batch}, self.coder
-            if self.coder.params.tuning:                # batches of one image each
+            if self.coder.params.tuning and len(images) == 1:
                 (image,) = images
                 if image not in coders:
                     coders[image] = yield from self._tuning(image)

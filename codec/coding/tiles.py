@@ -44,16 +44,16 @@ def plan_tiles(shapes: list[tuple[int, int, int]], tile: int, grid: int) -> list
 
 
 def plan_batches(tiles: list[Tile], batch: int, tile: int, particles: int = 1,
-                 by_image: bool = False) -> list[list[Tile]]:
-    """Same-shape tiles (of one image each, ``by_image``) in batches of at most ``batch`` full tiles' worth of
-    pixels (so many more small tiles, e.g. whole CIFAR images, share a call); the first batches grow 1, 1, 2, 2, 4,
-    4, ... With N ``particles`` each size repeats 2N times: a batch pops N latents per tile before it pushes back,
-    so it needs N times the bits."""
-    groups: dict[tuple[int, ...], list[Tile]] = {}
+                 alone: frozenset[int] = frozenset()) -> list[list[Tile]]:
+    """Same-shape tiles in batches of at most ``batch`` full tiles' worth of pixels (so many more small tiles, e.g.
+    whole CIFAR images, share a call), the tiles of the images in ``alone`` with no other image's; the first batches
+    grow 1, 1, 2, 2, 4, 4, ... With N ``particles`` each size repeats 2N times: a batch pops N latents per tile
+    before it pushes back, so it needs N times the bits."""
+    groups: dict[tuple[int, int, int, int], list[Tile]] = {}
     for t in tiles:
-        groups.setdefault((t.channels, t.ph, t.pw) + ((t.image,) if by_image else ()), []).append(t)
+        groups.setdefault((t.channels, t.ph, t.pw, t.image if t.image in alone else -1), []).append(t)
     batches = []
-    for (_, ph, pw, *_), group in groups.items():
+    for (_, ph, pw, _), group in groups.items():
         most = max(1, batch * tile * tile // (ph * pw))
         i = 0
         while i < len(group):
