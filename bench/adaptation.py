@@ -93,7 +93,8 @@ def report(result: dict, out: Path) -> None:
     lines = ["# Adaptive coding: each lever alone and stacked", "",
              f"`{result['command']}` on {result['machine']}. The photo model codes every photo (`--model photo "
              "--model-only`), each set as one archive; bits per subpixel from the archive's size, every archive "
-             "decoded and compared. photos-val is where the levers were tuned; Kodak is where they are reported.",
+             "decoded and compared. photos-val is where the levers were tuned; Kodak is where they are reported. "
+             "Seconds are of one run, with other jobs on the machine at times: a rough guide.",
              "", "| lever | " + " | ".join(f"{n} ({sets[n]['photos']} photos)" for n in sets)
              + " | seconds to code and decode (" + ", ".join(sets) + ") | exact |",
              "|---|" + "---:|" * (len(sets) + 1) + "---|"]
@@ -137,8 +138,8 @@ def headroom(result: dict, need: float) -> str:
             f"the weights' cost; {mean('sent'):+.1f} % with the biases' changes quantized and their cost counted. "
             + ("Even every parameter fitted to the photo, at no cost, does not reach the goal: the next lever is a "
                "stronger network." if mean("all") > need else "Only weights fitted to each photo reach the goal, "
-               "and only before their cost: the next lever is per-image adapters that cost far fewer bits than "
-               "they save, or a stronger network."))
+               "and only before their cost: the biases' tuning (above) takes what biases can; the next lever is "
+               "adapters of the weights that cost far fewer bits than they save, or a stronger network."))
 
 
 if __name__ == "__main__":
