@@ -46,10 +46,10 @@ def encode(pictures: list[Picture], names: list[str], plan: policy.Plan, archive
            tunings: dict | None = None) -> tuple[bytes, np.ndarray]:
     """The .vz bytes of the pictures coded as ``plan`` says, and the bits the model spent on each. With the coding
     parameter ``tuning``, each picture's tuning is fitted once per model and kept in ``tunings``."""
-    records, layers, streams, firsts = [], [], [], []
+    records, layers, streams, colours = [], [], [], []
     for pic, name, coding, candidates in zip(pictures, names, plan.codings, plan.classical):
         own = [] if coding in BYTES else split(pic, coding)
-        firsts.append(own[0][0] if own else None)
+        colours.append([color for color, _ in own])
         stream = candidates.stream(coding) if coding in BYTES else b""
         records.append(ImageRecord(name if archive else "", pic.mode, *pic.size, pic.icc, pic.palette, pic.metadata,
                                    coding, [_alpha_table(alpha) for _, alpha in own],
@@ -64,7 +64,7 @@ def encode(pictures: list[Picture], names: list[str], plan: policy.Plan, archive
         tuned = None
         if plan.params.tuning:
             cache = {} if tunings is None else tunings
-            tuned = [_tuning(plan, net, i, planes, rec, cache) for i, (planes, rec) in enumerate(zip(firsts, records))]
+            tuned = [_tuning(plan, net, i, own, rec, cache) for i, (own, rec) in enumerate(zip(colours, records))]
         bits = Archive(TileCoder(net, plan.params), records, progress, tuned).push(msg, layers)
         message = msg.to_bytes()
         name = "" if shipped(plan.model) else name         # a shipped model is named by its weights hash alone
@@ -117,14 +117,14 @@ def checksum(pictures: list[Picture]) -> bytes:
     return h.digest()
 
 
-def _tuning(plan: policy.Plan, net, index: int, planes: np.ndarray | None, rec: ImageRecord, cache: dict):
-    """The bias changes that tune ``plan``'s model to picture ``index`` (its first layer's colour ``planes``), None
-    where the picture is not model-coded, too small or gains nothing; fitted once per model (``cache``)."""
-    if planes is None or not tuning.eligible(rec.height, rec.width):
+def _tuning(plan: policy.Plan, net, index: int, colours: list[np.ndarray], rec: ImageRecord, cache: dict):
+    """The bias changes that tune ``plan``'s model to picture ``index`` (its layers' ``colours``), None where the
+    picture is not model-coded, too small or gains nothing; fitted once per model (``cache``)."""
+    if not colours or not tuning.eligible(rec.height, rec.width):
         return None
     key = (plan.model, index)
     if key not in cache:
-        cache[key] = tuning.tune(load_model(plan.model, plan.device)[0], net, planes, plan.params)
+        cache[key] = tuning.tune(load_model(plan.model, plan.device)[0], net, colours, plan.params)
     return cache[key]
 
 

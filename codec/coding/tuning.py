@@ -181,19 +181,15 @@ def quantize(changes: list, curvatures: list, rooms: list) -> list[np.ndarray]:
     return out
 
 
-def tune(model, net, planes: np.ndarray, params) -> list[np.ndarray] | None:
-    """The bias changes that code one image's colour ``planes`` shortest, by the model's estimate with the
-    tuning's own bits, or None where no tuning pays. ``model``: the torch ``vae.VAE`` of ``net``, the coder's
-    network."""
+def tune(model, net, layers: list[np.ndarray], params) -> list[np.ndarray] | None:
+    """The bias changes that code one image's colour ``layers`` (C, H, W) each, fitted to the first, shortest by
+    the model's estimate with the tuning's own bits, or None where no tuning pays. ``model``: the torch
+    ``vae.VAE`` of ``net``, the coder's network."""
     from .stages import TileCoder
     rooms = [net.ops.bias_room(layer, bound) for layer, bound in net.tunable()]
-    deltas = quantize(*fit(model, planes, FIT_STEPS), rooms)
+    deltas = quantize(*fit(model, layers[0], FIT_STEPS), rooms)
     if not any(d.any() for d in deltas):
         return None
-    try:
-        adapted = net.tuned(deltas)
-    except ValueError:
-        return None
-    before = TileCoder(net, params).estimate_bits([planes])
-    after = TileCoder(adapted, params).estimate_bits([planes]) + Codec(net).bits(deltas)
+    before = TileCoder(net, params).estimate_bits(layers)
+    after = TileCoder(net.tuned(deltas), params).estimate_bits(layers) + Codec(net).bits(deltas)
     return deltas if after < before - 1 else None
