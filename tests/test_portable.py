@@ -35,8 +35,7 @@ torch.set_num_threads(threads)
 def changes(net):
     # bias changes on a 2^6 grid within every bias's room, the same in every process
     out = []
-    for j, (layer, bound) in enumerate(net.tunable()):
-        room = net.ops.bias_room(layer, bound)
+    for j, room in enumerate(net.rooms()):
         q = np.clip((np.arange(len(room)) * 5 + j) % 7 - 3, -(room // 64), room // 64).astype(np.int64)
         out.append(q << 6)
     return out

@@ -22,8 +22,7 @@ def grid_deltas(net, seed: int = 0, k: int = 6, spread: int = 3) -> list[np.ndar
     """Bias changes on a 2^k grid within every bias's room, every third vector unchanged."""
     rng = np.random.default_rng(seed)
     out = []
-    for j, (layer, bound) in enumerate(net.tunable()):
-        room = net.ops.bias_room(layer, bound)
+    for j, room in enumerate(net.rooms()):
         q = np.clip(rng.integers(-spread, spread + 1, len(room)), -(room // 2 ** k), room // 2 ** k)
         out.append(np.zeros(len(room), np.int64) if j % 3 == 0 else q.astype(np.int64) << k)
     return out
@@ -87,8 +86,7 @@ def test_tuned_networks_give_the_same_bits_in_every_backend(backend):
 def test_a_change_beyond_the_exactness_bound_is_refused():
     net = load_network("photo", backend="numpy")[0]
     deltas = [np.zeros_like(d) for d in grid_deltas(net)]
-    layer, bound = net.tunable()[5]
-    deltas[5][2] = int(net.ops.bias_room(layer, bound)[2]) + 1
+    deltas[5][2] = int(net.rooms()[5][2]) + 1
     with pytest.raises(ValueError, match="exactness bound"):
         net.tuned(deltas)
     with pytest.raises(CorruptMessage):
@@ -115,7 +113,7 @@ def test_fit_moves_the_biases_and_measures_their_curvature():
     net = load_network("photo", backend="numpy")[0]
     planes = np.asarray(Image.open(ASSETS / "reference" / "photo-crop.png")).transpose(2, 0, 1).copy()
     changes, curvatures = tuning.fit(model, planes, steps=3)
-    sizes = [len(net.ops.bias_room(layer, bound)) for layer, bound in net.tunable()]
+    sizes = [len(room) for room in net.rooms()]
     assert [len(c) for c in changes] == [len(c) for c in curvatures] == sizes
     assert all(np.isfinite(c).all() for c in changes) and any(np.abs(c).max() > 0 for c in changes)
     assert all((c >= 0).all() for c in curvatures) and any(c.max() > 0 for c in curvatures)
@@ -126,7 +124,7 @@ def test_tune_keeps_only_a_tuning_that_pays(monkeypatch):
     net = load_network("photo", backend="numpy")[0]
     planes = np.asarray(Image.open(ASSETS / "reference" / "photo-crop.png")).transpose(2, 0, 1).copy()
     params = CodingParams(tile=64, batch=2)
-    rooms = [net.ops.bias_room(layer, bound) for layer, bound in net.tunable()]
+    rooms = net.rooms()
     harmful = [np.sign(np.arange(len(r)) % 2 - 0.5) * np.minimum(r, 1 << 18) for r in rooms]
     monkeypatch.setattr(tuning, "fit", lambda model, planes, steps: (harmful, [np.ones(len(r)) for r in rooms]))
     assert any(d.any() for d in tuning.quantize(harmful, [np.ones(len(r)) for r in rooms], rooms))
@@ -160,8 +158,7 @@ def test_a_tuning_that_breaks_the_bound_is_a_corrupt_file(monkeypatch):
     """A file whose tuning would leave the exact arithmetic is refused with a one-line error, not decoded."""
     net = load_network("photo", backend="numpy")[0]
     deltas = [np.zeros_like(d) for d in grid_deltas(net)]
-    layer, bound = net.tunable()[1]
-    deltas[1][0] = (int(net.ops.bias_room(layer, bound)[0]) >> 20) + 1 << 20
+    deltas[1][0] = (int(net.rooms()[1][0]) >> 20) + 1 << 20
     monkeypatch.setattr(tuning, "TUNED_PIXELS", 1 << 12)
     monkeypatch.setattr(tuning, "tune", lambda model, net, layers, params: deltas)
     honest = tuning.tuned

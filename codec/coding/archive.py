@@ -25,21 +25,22 @@ class Archive:
     every image (``tuning.tune``; None: untuned), with the coding parameter ``tuning``."""
 
     def __init__(self, coder: TileCoder, records: list[ImageRecord], progress=None, tunings: list | None = None):
-        self.coder, self.progress, self.records = coder, progress, records
+        self.coder, self.progress, self.records = coder, progress, len(records)
         self.tunings = tunings or [None] * len(records)
         self.layers = [(i, rec, table, planes) for i, rec in enumerate(records)
                        for table, (planes, _) in zip(rec.alphas, rec.layers)]
         shapes = [(planes, rec.height, rec.width) for _, rec, _, planes in self.layers]
         tiles = plan_tiles(shapes, coder.params.tile, coder.config.grid)
-        tuned = frozenset(k for k, (_, rec, _, _) in enumerate(self.layers)
-                          if coder.params.tuning and tuning.eligible(rec.height, rec.width))
-        self.batches = plan_batches(tiles, coder.params.batch, coder.params.tile, coder.params.particles, tuned)
+        self.tuned = frozenset(k for k, (_, rec, _, _) in enumerate(self.layers)
+                               if coder.params.tuning and tuning.eligible(rec.height, rec.width))
+        self.batches = plan_batches(tiles, coder.params.batch, coder.params.tile, coder.params.particles,
+                                    self.tuned)
         self.codec = codecs.Sequence(self.describe)
 
     def push(self, msg, layers: list[Layer]) -> np.ndarray:
         """Code the layers; returns the bits each image's colour tiles added to the message, a batch's bits shared
         out by its tiles' information content when they belong to several images (alpha planes not counted)."""
-        bits = np.zeros(len(self.records))
+        bits = np.zeros(self.records)
         for codec, symbols in reversed(self.codec.steps(layers)):
             before = msg.num_bits()
             codec.push(msg, symbols)
@@ -62,10 +63,11 @@ class Archive:
             batch = self.batches[i]
             x = gather(colors, batch) if encoding else None
             images, coder = {self.layers[t.image][0] for t in batch}, self.coder
-            if self.coder.params.tuning and len(images) == 1:
+            if batch[0].image in self.tuned:           # a batch of its own: one image, coded as it is tuned
                 (image,) = images
                 if image not in coders:
-                    coders[image] = yield from self._tuning(image)
+                    deltas = yield _Tuning(tuning.Codec(self.coder.net), image), self.tunings[image]
+                    coders[image] = TileCoder(tuning.tuned(self.coder.net, deltas), self.coder.params)
                 coder = coders[image]
             info = np.zeros(len(batch), np.int64) if encoding and len(images) > 1 else None
             x = yield _Batch(coder.batch(shape(batch), mask(batch), i, info), batch, info, self.progress), x
@@ -82,15 +84,6 @@ class Archive:
                 alpha = np.full((rec.height, rec.width), values[0], np.uint8)
             alphas.append(alpha)
         return list(zip(colors, reversed(alphas)))
-
-    def _tuning(self, record: int):
-        """Code an image's tuning, where it may have one; returns the coder of its tiles."""
-        rec = self.records[record]
-        if not tuning.eligible(rec.height, rec.width):
-            return self.coder
-        deltas = yield _Tuning(tuning.Codec(self.coder.net), record), self.tunings[record]
-        return TileCoder(tuning.tuned(self.coder.net, deltas), self.coder.params)
-
 
 class _Tuning:
     """The codec of one image's tuning (``tuning.Codec``), which knows its image."""

@@ -93,7 +93,7 @@ class Codec:
     """One image's tuning in the message: its bias changes (None: untuned) for a network's ``tunable`` biases."""
 
     def __init__(self, net):
-        self.sizes = [len(net.ops.bias_room(layer, bound)) for layer, bound in net.tunable()]
+        self.sizes = [len(room) for room in net.rooms()]
         self.sequence = codecs.Sequence(lambda deltas: describe(self.sizes, deltas))
 
     def push(self, msg, deltas):
@@ -164,7 +164,7 @@ def fit(model, planes: np.ndarray, steps: int, seed: int = 0) -> tuple[list, lis
 def quantize(changes: list, curvatures: list, rooms: list) -> list[np.ndarray]:
     """Integer bias changes: each vector on the power-of-two grid, or unchanged, that minimizes its bits in the
     message plus the bits its rounding costs the image by the quadratic model sum(curvature * error^2) / 2 ln 2;
-    no change beyond its bias's ``rooms`` (``Network.tuned``)."""
+    no change beyond its bias's ``rooms`` (``Network.rooms``)."""
     out = []
     for change, curve, room in zip(changes, curvatures, rooms):
         cost = lambda error: float((curve * error ** 2).sum()) / (2 * math.log(2))
@@ -186,8 +186,7 @@ def tune(model, net, layers: list[np.ndarray], params) -> list[np.ndarray] | Non
     the model's estimate with the tuning's own bits, or None where no tuning pays. ``model``: the torch
     ``vae.VAE`` of ``net``, the coder's network."""
     from .stages import TileCoder
-    rooms = [net.ops.bias_room(layer, bound) for layer, bound in net.tunable()]
-    deltas = quantize(*fit(model, layers[0], FIT_STEPS), rooms)
+    deltas = quantize(*fit(model, layers[0], FIT_STEPS), net.rooms())
     if not any(d.any() for d in deltas):
         return None
     before = TileCoder(net, params).estimate_bits(layers)

@@ -78,12 +78,17 @@ class Network:
             out.append((p.head, ACT_MAX))
         return out
 
+    def rooms(self) -> list[np.ndarray]:
+        """Per ``tunable`` bias vector, how far each of its biases may move with every partial sum of its
+        convolution still below 2^24."""
+        return [self.ops.bias_room(layer, bound) for layer, bound in self.tunable()]
+
     def tuned(self, deltas: list[np.ndarray]) -> Network:
         """This network with the ``tunable`` biases moved by ``deltas`` (integers, one vector per bias, in order);
         ValueError where a move would break the exactness bound of its convolution."""
         moved = {}
-        for (layer, bound), delta in zip(self.tunable(), deltas, strict=True):
-            if np.any(np.abs(delta) > self.ops.bias_room(layer, bound)):
+        for (layer, _), room, delta in zip(self.tunable(), self.rooms(), deltas, strict=True):
+            if np.any(np.abs(delta) > room):
                 raise ValueError("a tuned bias breaks the exactness bound")
             moved[id(layer)] = self.ops.with_bias(layer, delta)
         conv = lambda layer: moved[id(layer)]
