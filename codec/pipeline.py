@@ -64,7 +64,8 @@ def encode(pictures: list[Picture], names: list[str], plan: policy.Plan, archive
         tuned = None
         if plan.params.tuning:
             cache = {} if tunings is None else tunings
-            tuned = [_tuning(plan, net, i, own, rec, cache) for i, (own, rec) in enumerate(zip(colours, records))]
+            tuned = [_tuning(plan, net, i, own, rec, cache, progress)
+                     for i, (own, rec) in enumerate(zip(colours, records))]
         bits = Archive(TileCoder(net, plan.params), records, progress, tuned).push(msg, layers)
         message = msg.to_bytes()
         name = "" if shipped(plan.model) else name         # a shipped model is named by its weights hash alone
@@ -117,14 +118,20 @@ def checksum(pictures: list[Picture]) -> bytes:
     return h.digest()
 
 
-def _tuning(plan: policy.Plan, net, index: int, colours: list[np.ndarray], rec: ImageRecord, cache: dict):
+def _tuning(plan: policy.Plan, net, index: int, colours: list[np.ndarray], rec: ImageRecord, cache: dict,
+            progress=None):
     """The bias changes that tune ``plan``'s model to picture ``index`` (its layers' ``colours``), None where the
-    picture is not model-coded, too small or gains nothing; fitted once per model (``cache``)."""
+    picture is not model-coded, too small or gains nothing; fitted once per model (``cache``). A ``progress`` bar
+    with ``set_postfix_str`` (tqdm's) shows the fit's steps."""
     if not colours or not tuning.eligible(rec.height, rec.width):
         return None
     key = (plan.model, index)
     if key not in cache:
-        cache[key] = tuning.tune(load_model(plan.model, plan.device)[0], net, colours, plan.params)
+        note = getattr(progress, "set_postfix_str", None)
+        report = None if note is None else lambda step, steps: note(f"tuning picture {index + 1}: {step}/{steps}")
+        cache[key] = tuning.tune(load_model(plan.model, plan.device)[0], net, colours, plan.params, report)
+        if note is not None:
+            note("")
     return cache[key]
 
 

@@ -112,7 +112,9 @@ def test_fit_moves_the_biases_and_measures_their_curvature():
     model = load_model("photo")[0]
     net = load_network("photo", backend="numpy")[0]
     planes = np.asarray(Image.open(ASSETS / "reference" / "photo-crop.png")).transpose(2, 0, 1).copy()
-    changes, curvatures = tuning.fit(model, planes, steps=3)
+    reports = []
+    changes, curvatures = tuning.fit(model, planes, steps=3, report=lambda *step: reports.append(step))
+    assert reports == [(1, 3), (2, 3), (3, 3)]
     sizes = [len(room) for room in net.rooms()]
     assert [len(c) for c in changes] == [len(c) for c in curvatures] == sizes
     assert all(np.isfinite(c).all() for c in changes) and any(np.abs(c).max() > 0 for c in changes)
@@ -126,10 +128,10 @@ def test_tune_keeps_only_a_tuning_that_pays(monkeypatch):
     params = CodingParams(tile=64, batch=2)
     rooms = net.rooms()
     harmful = [np.sign(np.arange(len(r)) % 2 - 0.5) * np.minimum(r, 1 << 18) for r in rooms]
-    monkeypatch.setattr(tuning, "fit", lambda model, planes, steps: (harmful, [np.ones(len(r)) for r in rooms]))
+    monkeypatch.setattr(tuning, "fit", lambda model, planes, steps, report: (harmful, [np.ones(len(r)) for r in rooms]))
     assert any(d.any() for d in tuning.quantize(harmful, [np.ones(len(r)) for r in rooms], rooms))
     assert tuning.tune(None, net, [planes], params) is None
-    monkeypatch.setattr(tuning, "fit", lambda model, planes, steps: (harmful, [np.zeros(len(r)) for r in rooms]))
+    monkeypatch.setattr(tuning, "fit", lambda model, planes, steps, report: (harmful, [np.zeros(len(r)) for r in rooms]))
     assert tuning.tune(None, net, [planes], params) is None
 
 
@@ -137,15 +139,34 @@ def test_tune_keeps_only_a_tuning_that_pays(monkeypatch):
 def tuned_everywhere(monkeypatch):
     """Every image of 4096 pixels or more tuned by ``grid_deltas``, as if the fit had found them."""
     monkeypatch.setattr(tuning, "TUNED_PIXELS", 1 << 12)
-    monkeypatch.setattr(tuning, "tune", lambda model, net, layers, params: grid_deltas(net, int(layers[0].sum())))
+    def tune(model, net, layers, params, report=None):
+        report(1, 1)
+        return grid_deltas(net, int(layers[0].sum()))
+    monkeypatch.setattr(tuning, "tune", tune)
+
+
+class Bar:
+    """A progress bar that keeps what it was told."""
+
+    def __init__(self):
+        self.pixels, self.notes = 0, []
+
+    def update(self, pixels):
+        self.pixels += pixels
+
+    def set_postfix_str(self, note):
+        self.notes.append(note)
 
 
 def test_effort_max_files_carry_their_tunings_and_decode_in_every_backend(tuned_everywhere):
     crop = np.asarray(Image.open(ASSETS / "reference" / "photo-crop.png"))
     small = smooth_image(40, 30, 3, seed=2)              # too small to be tuned: no flag
     pictures = [crop, small, crop[::-1].copy()]
-    data = vaezip.compress(pictures, "photo", tile=64, batch=2, classical=False, effort="max")
+    bar = Bar()
+    data = vaezip.compress(pictures, "photo", tile=64, batch=2, classical=False, effort="max", progress=bar)
     plain = vaezip.compress(pictures, "photo", tile=64, batch=2, classical=False)
+    assert bar.notes == ["tuning picture 1: 1/1", "", "tuning picture 3: 1/1", ""]     # the small one is not tuned
+    assert bar.pixels == sum(p.shape[0] * p.shape[1] for p in pictures)
     header = unpack(data)[0]
     assert header.params.tuning == 1 and unpack(plain)[0].params.tuning == 0
     assert data != plain
@@ -160,7 +181,7 @@ def test_a_tuning_that_breaks_the_bound_is_a_corrupt_file(monkeypatch):
     deltas = [np.zeros_like(d) for d in grid_deltas(net)]
     deltas[1][0] = (int(net.rooms()[1][0]) >> 20) + 1 << 20
     monkeypatch.setattr(tuning, "TUNED_PIXELS", 1 << 12)
-    monkeypatch.setattr(tuning, "tune", lambda model, net, layers, params: deltas)
+    monkeypatch.setattr(tuning, "tune", lambda model, net, layers, params, report: deltas)
     honest = tuning.tuned
     monkeypatch.setattr(tuning, "tuned", lambda net, d: net)      # the encoder codes the tiles untuned
     crop = np.asarray(Image.open(ASSETS / "reference" / "photo-crop.png"))

@@ -121,11 +121,12 @@ def tuned(net, deltas):
 
 
 # ---- the encoder's fit ------------------------------------------------------------------------------------------
-def fit(model, planes: np.ndarray, steps: int, seed: int = 0) -> tuple[list, list]:
+def fit(model, planes: np.ndarray, steps: int, seed: int = 0, report=None) -> tuple[list, list]:
     """The changes of the stage networks' biases that fit a torch ``vae.VAE`` to one image's colour ``planes``
     (C, H, W) in ``steps`` Adam steps, in the units of its integer biases, and per bias the curvature of the
     image's bits in those units (an empirical Fisher from Adam's squared gradients, times CURVATURE): (changes,
-    curvatures), float64 vectors in ``tunable`` order. z is the posterior's mean on each tile."""
+    curvatures), float64 vectors in ``tunable`` order. z is the posterior's mean on each tile. ``report(step,
+    steps)`` is called after each step."""
     import torch
 
     from ..nets.vae import set_mode
@@ -141,7 +142,7 @@ def fit(model, planes: np.ndarray, steps: int, seed: int = 0) -> tuple[list, lis
     tiles = plan_tiles([planes.shape], FIT_TILE, model.config.grid)
     latents = {}
     rng = np.random.default_rng(seed)
-    for _ in range(steps):
+    for step in range(steps):
         i = int(rng.integers(len(tiles)))
         x = torch.from_numpy(gather([planes], tiles[i:i + 1])).to(model.z_net.in_scale.device)
         m = torch.from_numpy(mask(tiles[i:i + 1])).to(x.device)
@@ -151,6 +152,8 @@ def fit(model, planes: np.ndarray, steps: int, seed: int = 0) -> tuple[list, lis
         opt.zero_grad()
         (-model.log_likelihood(x, latents[i], mask=m, channels=planes.shape[0]).sum()).backward()
         opt.step()
+        if report is not None:
+            report(step + 1, steps)
     changes, curvatures = [], []
     beta2 = opt.defaults["betas"][1]
     for layer, before, bias in zip(layers, start, biases):
@@ -181,12 +184,12 @@ def quantize(changes: list, curvatures: list, rooms: list) -> list[np.ndarray]:
     return out
 
 
-def tune(model, net, layers: list[np.ndarray], params) -> list[np.ndarray] | None:
+def tune(model, net, layers: list[np.ndarray], params, report=None) -> list[np.ndarray] | None:
     """The bias changes that code one image's colour ``layers`` (C, H, W) each, fitted to the first, shortest by
     the model's estimate with the tuning's own bits, or None where no tuning pays. ``model``: the torch
-    ``vae.VAE`` of ``net``, the coder's network."""
+    ``vae.VAE`` of ``net``, the coder's network; ``report``: the fit's (``fit``)."""
     from .stages import TileCoder
-    deltas = quantize(*fit(model, layers[0], FIT_STEPS), net.rooms())
+    deltas = quantize(*fit(model, layers[0], FIT_STEPS, report=report), net.rooms())
     if not any(d.any() for d in deltas):
         return None
     before = TileCoder(net, params).estimate_bits(layers)
