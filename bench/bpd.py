@@ -245,7 +245,7 @@ def markdown(r: dict) -> str:
              f"the first {r['single_images']} coded one at a time; the first {r['iwae_images']} for IWAE.",
              f"- Speeds: MB/s of raw pixels (1 byte per subpixel), median of {r['runs']} run(s) on the first "
              f"{r['timing_images']} images (per method: the smaller of this and its image count).",
-             f"- bits/dim = 8 x (bytes of all output files) / subpixels; every output was decoded and compared "
+             "- bits/dim = 8 x (bytes of all output files) / subpixels; every output was decoded and compared "
              "with the original pixels.",
              f"- Machine: {m['cores']} cores ({m['cpu']}), {m['threads']} thread(s) for torch, JPEG 2000 and "
              f"the JPEG XL baselines (vaezip's NumPy networks and its own JPEG XL streams use every core); "

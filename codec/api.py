@@ -45,7 +45,9 @@ def compress(images, model: str | None = None, *, names: Sequence[str] | None = 
     images shortest. ``names``: file names stored in an archive (default: none stored; decoders call the images
     ``image0.png``, ...). ``particles``: importance samples per tile (Monte Carlo bits back: closer to the IWAE
     bound, that many times slower). ``adaptation``: correct the model's means from the residuals coded so far and
-    by the encoder's mean offsets (``coding.adaptation``). The other options: ``options.Options``.
+    by the encoder's mean offsets (``coding.adaptation``). ``progress``: a bar such as tqdm's, ``update``d with the
+    pixels as they are coded and, if it has ``set_postfix_str``, told the fit's steps while ``effort="max"`` tunes a
+    picture. The other options: ``options.Options``.
     """
     from .pipeline import compress as encode
     archive = isinstance(images, (list, tuple))
