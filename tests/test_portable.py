@@ -41,7 +41,7 @@ def changes(net):
     return out
 
 tuning.TUNED_PIXELS = 1 << 12                  # the photo crop is tuned, by ``changes``
-tuning.tune = lambda model, net, layers, params: changes(net)
+tuning.tune = lambda model, net, layers, params, report: changes(net)
 pictures = {m: read_image((ASSETS / "reference" / f).read_bytes()) for m, f in models.items()}
 hashes = {}
 for name, pic in pictures.items():
