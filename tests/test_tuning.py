@@ -128,10 +128,11 @@ def test_tune_keeps_only_a_tuning_that_pays(monkeypatch):
     params = CodingParams(tile=64, batch=2)
     rooms = net.rooms()
     harmful = [np.sign(np.arange(len(r)) % 2 - 0.5) * np.minimum(r, 1 << 18) for r in rooms]
-    monkeypatch.setattr(tuning, "fit", lambda model, planes, steps, report: (harmful, [np.ones(len(r)) for r in rooms]))
-    assert any(d.any() for d in tuning.quantize(harmful, [np.ones(len(r)) for r in rooms], rooms))
+    curving, flat = [np.ones(len(r)) for r in rooms], [np.zeros(len(r)) for r in rooms]
+    monkeypatch.setattr(tuning, "fit", lambda model, planes, steps, report: (harmful, curving))
+    assert any(d.any() for d in tuning.quantize(harmful, curving, rooms))
     assert tuning.tune(None, net, [planes], params) is None
-    monkeypatch.setattr(tuning, "fit", lambda model, planes, steps, report: (harmful, [np.zeros(len(r)) for r in rooms]))
+    monkeypatch.setattr(tuning, "fit", lambda model, planes, steps, report: (harmful, flat))
     assert tuning.tune(None, net, [planes], params) is None
 
 
@@ -139,7 +140,7 @@ def test_tune_keeps_only_a_tuning_that_pays(monkeypatch):
 def tuned_everywhere(monkeypatch):
     """Every image of 4096 pixels or more tuned by ``grid_deltas``, as if the fit had found them."""
     monkeypatch.setattr(tuning, "TUNED_PIXELS", 1 << 12)
-    def tune(model, net, layers, params, report=None):
+    def tune(model, net, layers, params, report):
         report(1, 1)
         return grid_deltas(net, int(layers[0].sum()))
     monkeypatch.setattr(tuning, "tune", tune)
