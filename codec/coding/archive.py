@@ -25,7 +25,7 @@ class Archive:
     every image (``tuning.tune``; None: untuned), with the coding parameter ``tuning``."""
 
     def __init__(self, coder: TileCoder, records: list[ImageRecord], progress=None, tunings: list | None = None):
-        self.coder, self.progress, self.records = coder, progress, len(records)
+        self.coder, self.progress = coder, progress
         self.tunings = tunings or [None] * len(records)
         self.layers = [(i, rec, table, planes) for i, rec in enumerate(records)
                        for table, (planes, _) in zip(rec.alphas, rec.layers)]
@@ -40,7 +40,7 @@ class Archive:
     def push(self, msg, layers: list[Layer]) -> np.ndarray:
         """Code the layers; returns the bits each image's colour tiles added to the message, a batch's bits shared
         out by its tiles' information content when they belong to several images (alpha planes not counted)."""
-        bits = np.zeros(self.records)
+        bits = np.zeros(len(self.tunings))
         for codec, symbols in reversed(self.codec.steps(layers)):
             before = msg.num_bits()
             codec.push(msg, symbols)
@@ -84,6 +84,7 @@ class Archive:
                 alpha = np.full((rec.height, rec.width), values[0], np.uint8)
             alphas.append(alpha)
         return list(zip(colors, reversed(alphas)))
+
 
 class _Tuning:
     """The codec of one image's tuning (``tuning.Codec``), which knows its image."""
