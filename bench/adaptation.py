@@ -131,15 +131,24 @@ def headroom(result: dict, need: float) -> str:
     recalibration = 100 * (result["recalibration"]["recalibrated"] / result["recalibration"]["coded"] - 1)
     tuned = result["fine_tuning"]
     mean = lambda key: float(np.mean([100 * (f[key] / f["before"] - 1) for f in tuned]))
-    return (f"What is left to adapting this network to each image (`headroom.md`, photos-val; {need:+.1f} % is "
-            f"needed there): recalibrating every context's CDF by counts of the stages coded before, "
-            f"{recalibration:+.2f} %; fitting the stage networks to each of {len(tuned)} photos, on average "
-            f"{mean('all'):+.1f} % with every parameter and {mean('biases'):+.1f} % with their biases alone, before "
-            f"the weights' cost; {mean('sent'):+.1f} % with the biases' changes quantized and their cost counted. "
-            + ("Even every parameter fitted to the photo, at no cost, does not reach the goal: the next lever is a "
-               "stronger network." if mean("all") > need else "Only weights fitted to each photo reach the goal, "
-               "and only before their cost: the biases' tuning (above) takes what biases can; the next lever is "
-               "adapters of the weights that cost far fewer bits than they save, or a stronger network."))
+    words = (f"What is left to adapting this network to each image (`headroom.md`, photos-val; {need:+.1f} % is "
+             f"needed there): recalibrating every context's CDF by counts of the stages coded before, "
+             f"{recalibration:+.2f} %; fitting the stage networks to each of {len(tuned)} photos, on average "
+             f"{mean('all'):+.1f} % with every parameter and {mean('biases'):+.1f} % with their biases alone, before "
+             f"the weights' cost; {mean('sent'):+.1f} % with the biases' changes quantized and their cost counted; "
+             f"rank-{result['rank']} adapters of every weight ({result['numbers']['low_rank']:,} numbers against "
+             f"{result['numbers']['biases']:,} biases) {mean('low_rank'):+.1f} % before their cost and "
+             f"{mean('low_rank_sent'):+.1f} % after. ")
+    if mean("all") > need:
+        return words + ("Even every parameter fitted to the photo, at no cost, does not reach the goal: the next lever "
+                        "is a stronger network.")
+    if mean("low_rank_sent") <= need:
+        return words + "The adapters reach the goal with their cost counted: they are the next lever."
+    beyond = mean("low_rank_sent") - mean("sent")
+    return words + ("Only every weight fitted to each photo reaches the goal, and only before its cost; the biases' "
+                    "tuning (above) takes what biases can, and adapters of the weights "
+                    + ("cost more than they gain beyond it" if beyond >= 0 else f"add only {beyond:+.1f} % to it")
+                    + ": the next lever is a stronger network.")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ coder (its per-tile offsets and residual feedback):
 - fine-tuning: every parameter of every stage network fitted to one image (quantization-aware, z at the posterior
   mean, Adam), -ELBO before and after, the changed weights' cost not counted: an upper bound for per-image
   adapters (HPAC/CALLIC-style) of this architecture; and their biases alone (a few thousand numbers), also as a file
-  would send them: their changes quantized, their cost counted.
+  would send them: their changes quantized, their cost counted; and low-rank adapters of their weights (each
+  convolution's weight plus a rank-r product u v^T, v starting from a seeded random draw), before and after their
+  cost.
 
     python bench/headroom.py               # writes bench/results/headroom.md and .json
 """
@@ -27,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.utils import parametrize
 
 from vaezip.coding.adaptation import BUCKETS, bucket
 from vaezip.coding.stages import TileCoder
 from vaezip.coding.tiles import gather, mask, plan_batches, plan_tiles
 from vaezip.entropy import codecs
 from vaezip.format.container import CodingParams
+from vaezip.nets.modules import QConv
 from vaezip.nets.vae import set_mode
 from vaezip.nets.weights import load_model, load_network
 from vaezip.training.data import DEFAULT_ROOT, load_photos
@@ -84,15 +88,40 @@ def _cdf(u: np.ndarray, mass: np.ndarray) -> np.ndarray:
     return below + mass[rows, j] * (u * BINS - j)
 
 
-def fine_tuning(img: np.ndarray, steps: int, lr: float, biases: bool = False) -> dict:
-    """-ELBO bits per subpixel ``before`` and ``after`` ``steps`` of fitting every stage network (only their
-    ``biases``) to ``img``, and the ``seconds`` that took. For ``biases``, also what a file would pay (``sent``):
-    each network's bias changes quantized (``quantized``), the changes' cost included."""
+class LowRank(torch.nn.Module):
+    """A convolution's weight plus u v^T (rank ``rank``, scaled by the weight's mean size); u starts at zero."""
+
+    def __init__(self, weight: torch.Tensor, rank: int):
+        super().__init__()
+        fan_in = weight[0].numel()
+        self.u = torch.nn.Parameter(torch.zeros(len(weight), rank))
+        self.v = torch.nn.Parameter(torch.randn(rank, fan_in, generator=torch.Generator().manual_seed(0)) /
+                                    math.sqrt(fan_in))
+        self.size = float(weight.abs().mean())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + (self.u @ self.v).view(weight.shape) * self.size
+
+
+def fine_tuning(img: np.ndarray, steps: int, lr: float, fit: str = "all", rank: int = 1) -> dict:
+    """-ELBO bits per subpixel ``before`` and ``after`` ``steps`` of fitting to ``img`` every parameter of the stage
+    networks (``fit`` "all"), their biases ("biases") or rank-``rank`` adapters of their weights ("low-rank"), the
+    ``seconds`` that took and how many ``numbers`` were fitted. For biases and adapters, also what a file would pay
+    (``sent``): each fitted vector's change quantized (``quantized``), the changes' cost included."""
     model = copy.deepcopy(load_model("photo")[0])
     model.thaw()
     set_mode(model, "train")
     model.requires_grad_(False)
-    fitted = [p for net in model.stages for name, p in net.named_parameters() if not biases or name.endswith("bias")]
+    if fit == "low-rank":
+        fitted = []
+        for net in model.stages:
+            for layer in net.modules():
+                if isinstance(layer, QConv):
+                    parametrize.register_parametrization(layer, "weight", LowRank(layer.weight, rank))
+                    fitted += list(layer.parametrizations.weight[0].parameters())
+    else:
+        fitted = [p for net in model.stages for name, p in net.named_parameters()
+                  if fit == "all" or name.endswith("bias")]
     for p in fitted:
         p.requires_grad_(True)
     start = [p.detach().clone() for p in fitted]
@@ -120,17 +149,17 @@ def fine_tuning(img: np.ndarray, steps: int, lr: float, biases: bool = False) ->
         optimizer.zero_grad()
         bpd(True)
         optimizer.step()
-    result = {"before": before, "seconds": time.perf_counter() - t0}
+    result = {"before": before, "seconds": time.perf_counter() - t0, "numbers": sum(p.numel() for p in fitted)}
     with torch.no_grad():
         result["after"] = bpd(False)
-        if biases:
+        if fit != "all":
             result["sent"] = min(_quantized(fitted, start, bits, bpd, img.size) for bits in QUANTIZED)
     return result
 
 
 def _quantized(fitted: list, start: list, bits: int, bpd, subpixels: int) -> float:
-    """Bits per subpixel (``bpd``) with every bias vector's change rounded to a ``bits``-bit grid of its largest,
-    plus the changes' cost: their empirical entropy per vector and a 32-bit step each."""
+    """Bits per subpixel (``bpd``) with every fitted tensor's change rounded to a ``bits``-bit grid of its largest,
+    plus the changes' cost: their empirical entropy per tensor and a 32-bit step each."""
     exact = [p.clone() for p in fitted]
     cost = 0.0
     for p, p0 in zip(fitted, start):
@@ -155,21 +184,28 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150, help="Adam steps of each fitting")
     ap.add_argument("--lr", type=float, default=5e-5, help="learning rate fitting every parameter")
     ap.add_argument("--bias-lr", type=float, default=1e-3, help="learning rate fitting the biases alone")
+    ap.add_argument("--rank", type=int, default=1, help="rank of the weights' adapters")
+    ap.add_argument("--rank-lr", type=float, default=1e-3, help="learning rate fitting the adapters")
     args = ap.parse_args()
     images = load_photos("val", args.data)
     result = {"command": " ".join(["python bench/headroom.py"] + sys.argv[1:]),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "photos": len(images), "steps": args.steps}
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "photos": len(images), "steps": args.steps,
+              "rank": args.rank}
     coded, recalibrated = recalibration(images)
     result["recalibration"] = {"coded": round(coded, 4), "recalibrated": round(recalibrated, 4)}
     print(result, flush=True)
     result["fine_tuning"] = []
     for i, img in enumerate(images[:args.tune_images]):
         every = fine_tuning(img, args.steps, args.lr)
-        bias = fine_tuning(img, args.steps, args.bias_lr, biases=True)
+        bias = fine_tuning(img, args.steps, args.bias_lr, "biases")
+        low = fine_tuning(img, args.steps, args.rank_lr, "low-rank", args.rank)
         result["fine_tuning"].append({
             "image": i, "size": f"{img.shape[2]}x{img.shape[1]}", "before": round(every["before"], 4),
             "all": round(every["after"], 4), "all_seconds": round(every["seconds"]), "biases": round(bias["after"], 4),
-            "biases_seconds": round(bias["seconds"]), "sent": round(bias["sent"], 4)})
+            "biases_seconds": round(bias["seconds"]), "sent": round(bias["sent"], 4),
+            "low_rank": round(low["after"], 4), "low_rank_seconds": round(low["seconds"]),
+            "low_rank_sent": round(low["sent"], 4)})
+        result["numbers"] = {"all": every["numbers"], "biases": bias["numbers"], "low_rank": low["numbers"]}
         print(result["fine_tuning"][-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "headroom.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -178,21 +214,24 @@ def main() -> None:
 
 def report(result: dict, out: Path) -> None:
     """headroom.md from the measured ``result``."""
-    r = result["recalibration"]
+    r, n = result["recalibration"], result["numbers"]
     lines = ["# Headroom of per-image adaptation (photo model, photos-val)", "",
              f"`{result['command']}` on {result['machine']}.", "",
              f"Recalibration by counts, simulated on the coder's frequencies over the {result['photos']} photos: "
              f"{r['coded']:.4f} -> {r['recalibrated']:.4f} bits/subpixel "
              f"({100 * (r['recalibrated'] / r['coded'] - 1):+.2f} %).", "",
              f"The stage networks fitted to one photo in {result['steps']} steps (-ELBO, z at the posterior mean): "
-             "every parameter, or their biases alone, the weights' cost not counted; and the biases as a file would "
-             "send them, their changes quantized and their cost counted.", "",
-             "| photo | size | -ELBO before | every parameter | seconds | biases alone | seconds | biases sent |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+             f"every parameter ({n['all']:,} numbers), their biases alone ({n['biases']:,}) or rank-{result['rank']} "
+             f"adapters of their weights ({n['low_rank']:,}), the fitted numbers' cost not counted; and biases and "
+             "adapters as a file would send them, their changes quantized and their cost counted.", "",
+             "| photo | size | -ELBO before | every parameter | seconds | biases alone | seconds | biases sent | "
+             f"rank-{result['rank']} adapters | seconds | adapters sent |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     change = lambda f, k: f"{f[k]:.4f} ({100 * (f[k] / f['before'] - 1):+.2f} %)"
     for f in result["fine_tuning"]:
         lines.append(f"| {f['image']} | {f['size']} | {f['before']:.4f} | {change(f, 'all')} | {f['all_seconds']} | "
-                     f"{change(f, 'biases')} | {f['biases_seconds']} | {change(f, 'sent')} |")
+                     f"{change(f, 'biases')} | {f['biases_seconds']} | {change(f, 'sent')} | {change(f, 'low_rank')} | "
+                     f"{f['low_rank_seconds']} | {change(f, 'low_rank_sent')} |")
     (out / "headroom.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
