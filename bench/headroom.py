@@ -107,7 +107,7 @@ def fine_tuning(img: np.ndarray, steps: int, lr: float, fit: str = "all", rank: 
     """-ELBO bits per subpixel ``before`` and ``after`` ``steps`` of fitting to ``img`` every parameter of the stage
     networks (``fit`` "all"), their biases ("biases") or rank-``rank`` adapters of their weights ("low-rank"), the
     ``seconds`` that took and how many ``numbers`` were fitted. For biases and adapters, also what a file would pay
-    (``sent``): each fitted vector's change quantized (``quantized``), the changes' cost included."""
+    (``sent``): each fitted tensor's change quantized (``quantized``), the changes' cost included."""
     model = copy.deepcopy(load_model("photo")[0])
     model.thaw()
     set_mode(model, "train")
