@@ -36,7 +36,6 @@ from vaezip.coding.stages import TileCoder
 from vaezip.coding.tiles import gather, mask, plan_batches, plan_tiles
 from vaezip.entropy import codecs
 from vaezip.format.container import CodingParams
-from vaezip.nets.modules import QConv
 from vaezip.nets.vae import set_mode
 from vaezip.nets.weights import load_model, load_network
 from vaezip.training.data import DEFAULT_ROOT, load_photos
@@ -114,11 +113,9 @@ def fine_tuning(img: np.ndarray, steps: int, lr: float, fit: str = "all", rank: 
     model.requires_grad_(False)
     if fit == "low-rank":
         fitted = []
-        for net in model.stages:
-            for layer in net.modules():
-                if isinstance(layer, QConv):
-                    parametrize.register_parametrization(layer, "weight", LowRank(layer.weight, rank))
-                    fitted += list(layer.parametrizations.weight[0].parameters())
+        for layer, _ in model.network().tunable():          # every convolution of the stage networks
+            parametrize.register_parametrization(layer, "weight", LowRank(layer.weight, rank))
+            fitted += list(layer.parametrizations.weight[0].parameters())
     else:
         fitted = [p for net in model.stages for name, p in net.named_parameters()
                   if fit == "all" or name.endswith("bias")]
